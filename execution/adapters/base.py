@@ -1,0 +1,102 @@
+"""The one exchange interface [EX-1].
+
+Implementations: ``sim`` (embedded simulator), ``replay`` (candle files), ``upbit``, ``ccxt``.
+Only modules under ``execution/adapters/`` may import ccxt or pyupbit. No Django here either:
+adapters get their configuration (keys, options) passed in, so they can run in a worker, a
+backtest or a test the same way.
+
+Errors: adapters raise the exceptions below, never return ``None`` for a failure. Messages
+never contain API keys or secrets.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from execution.engine.types import Candles, Fill, MarketInfo, OrderBook, OrderRequest, OrderState, Ticker
+
+
+class ExchangeError(Exception):
+    """Base class. ``retryable`` says whether the same call may simply be repeated."""
+
+    retryable = False
+
+
+class TransientExchangeError(ExchangeError):
+    """Timeouts, 5xx, connection resets: safe to retry for idempotent reads only."""
+
+    retryable = True
+
+
+class RateLimitedError(TransientExchangeError):
+    """429: back off. ``retry_after`` seconds when the venue said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BannedError(ExchangeError):
+    """418 (Upbit temporary ban): stop calling the venue until ``until_ts``."""
+
+    def __init__(self, message: str, until_ts: float | None = None) -> None:
+        super().__init__(message)
+        self.until_ts = until_ts
+
+
+class AuthenticationError(ExchangeError):
+    pass
+
+
+class InsufficientFundsError(ExchangeError):
+    pass
+
+
+class InvalidOrderError(ExchangeError):
+    """The venue refused the order's parameters (precision, minimum, market state)."""
+
+
+class OrderNotFoundError(ExchangeError):
+    pass
+
+
+class AmbiguousOrderError(ExchangeError):
+    """A create/cancel call may or may not have reached the venue (timeout after sending).
+
+    Never retry blindly: look the order up by its client order id [EX-4].
+    """
+
+
+@runtime_checkable
+class Exchange(Protocol):
+    """What every venue offers. Symbols use the venue's own market code (Upbit ``KRW-BTC``,
+    ccxt unified ``BTC/USDT``)."""
+
+    name: str
+    #: False for a read-only market-data client; True only when keys were given.
+    can_trade: bool
+
+    def markets(self) -> list[MarketInfo]: ...
+
+    def tickers(self, symbols: list[str] | None = None) -> list[Ticker]: ...
+
+    def candles(self, symbol: str, timeframe: str, since: int | None = None, limit: int = 200) -> Candles:
+        """Candles for one market, oldest first; ``since`` epoch seconds (bar open)."""
+        ...
+
+    def order_book(self, symbol: str, depth: int = 15) -> OrderBook: ...
+
+    def balances(self) -> dict[str, Decimal]: ...
+
+    def create_order(self, request: OrderRequest) -> OrderState: ...
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> OrderState: ...
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> OrderState:
+        """Look an order up by client order id; raises OrderNotFoundError when the venue has none."""
+        ...
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
+
+    def my_trades(self, symbol: str, since: int | None = None) -> list[Fill]: ...

@@ -1,0 +1,180 @@
+"""Market data, orders, fills, positions and trades. Money and quantities are Decimal [DM-3]."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from quantweb.db import ZERO, money_field
+
+
+class Candle(models.Model):
+    """OHLCV per exchange, market, timeframe and bar-open time (epoch seconds, UTC) [EX-6]."""
+
+    exchange = models.CharField(max_length=16)
+    symbol = models.CharField(max_length=32)
+    timeframe = models.CharField(max_length=4)
+    ts = models.BigIntegerField()
+    open = money_field()
+    high = money_field()
+    low = money_field()
+    close = money_field()
+    volume = money_field()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["exchange", "symbol", "timeframe", "ts"], name="candle_unique_bar")
+        ]
+        indexes = [models.Index(fields=["exchange", "timeframe", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.exchange}:{self.symbol} {self.timeframe} @ {self.ts}"
+
+
+class SimMarketState(models.Model):
+    """The embedded simulator's resumable state, so restarts continue the same market."""
+
+    name = models.CharField(max_length=32, unique=True)
+    config = models.JSONField()
+    state = models.JSONField()
+    last_bar_ts = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"sim {self.name} @ {self.last_bar_ts}"
+
+
+class Order(models.Model):
+    """One order leg. The client order id is derived from (trader, signal, leg) and saved before
+    the venue is called [EXE-2]."""
+
+    class Status(models.TextChoices):
+        NEW = "new"
+        OPEN = "open"
+        PARTIALLY_FILLED = "partially_filled"
+        FILLED = "filled"
+        CANCELLED = "cancelled"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="orders")
+    signal = models.ForeignKey("strategies.Signal", null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
+    position = models.ForeignKey("Position", null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
+    client_order_id = models.CharField(max_length=64, unique=True)
+    exchange_order_id = models.CharField(max_length=64, blank=True)
+    mode = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    type = models.CharField(max_length=8)
+    tif = models.CharField(max_length=10, default="gtc")
+    purpose = models.CharField(max_length=16, default="entry", help_text="entry, exit, stop, take_profit, liquidate")
+    price = money_field(null=True, blank=True)
+    qty = money_field(null=True, blank=True)
+    quote_amount = money_field(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
+    filled_qty = money_field(default=ZERO)
+    avg_price = money_field(null=True, blank=True)
+    fee = money_field(default=ZERO)
+    error = models.CharField(max_length=300, blank=True)
+    bar_ts = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["trader", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.symbol} {self.qty or self.quote_amount} ({self.status})"
+
+
+class Fill(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="fills")
+    trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="fills")
+    trade_id = models.CharField(max_length=64)
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    price = money_field()
+    qty = money_field()
+    fee = money_field()
+    liquidity = models.CharField(max_length=6)
+    ts = models.BigIntegerField(help_text="epoch seconds")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["order", "trade_id"], name="fill_unique_trade")]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.qty} {self.symbol} @ {self.price}"
+
+    @property
+    def notional(self):
+        return self.price * self.qty
+
+
+class Position(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="positions")
+    symbol = models.CharField(max_length=32)
+    direction = models.SmallIntegerField(default=1, help_text="1 long, -1 short")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    qty = money_field(default=ZERO)
+    avg_entry = money_field(default=ZERO)
+    cost = money_field(default=ZERO, help_text="quote spent on the open quantity incl. entry fees")
+    stop_price = money_field(null=True, blank=True)
+    initial_stop = money_field(null=True, blank=True)
+    highest_price = money_field(null=True, blank=True)
+    last_price = money_field(null=True, blank=True)
+    realised_pnl = money_field(default=ZERO)
+    fees = money_field(default=ZERO)
+    plan = models.JSONField(default=dict, blank=True, help_text="position-manager state (scale-outs done, atr...)")
+    strategy = models.CharField(max_length=20, blank=True, help_text="module that contributed most at entry")
+    regime = models.CharField(max_length=20, blank=True)
+    opened_ts = models.BigIntegerField()
+    closed_ts = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["trader", "symbol"], condition=models.Q(status="open"), name="position_one_open_per_market"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.qty} @ {self.avg_entry} ({self.status})"
+
+    @property
+    def unrealised_pnl(self):
+        if self.last_price is None or self.status != self.Status.OPEN:
+            return ZERO
+        return (self.last_price - self.avg_entry) * self.qty * self.direction
+
+
+class Trade(models.Model):
+    """A closed round trip (or a partial exit of one) with its realised PnL net of fees."""
+
+    trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="trades")
+    position = models.ForeignKey(Position, on_delete=models.CASCADE, related_name="trades")
+    symbol = models.CharField(max_length=32)
+    direction = models.SmallIntegerField(default=1)
+    mode = models.CharField(max_length=8)
+    qty = money_field()
+    entry_price = money_field()
+    exit_price = money_field()
+    entry_ts = models.BigIntegerField()
+    exit_ts = models.BigIntegerField()
+    pnl = money_field(help_text="net of entry and exit fees")
+    fees = money_field()
+    exit_reason = models.CharField(max_length=40)
+    strategy = models.CharField(max_length=20, blank=True)
+    regime = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.pnl:+} ({self.exit_reason})"

@@ -1,0 +1,20 @@
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from traders.api import views
+
+router = DefaultRouter()
+router.register("traders", views.TraderViewSet, basename="api-trader")
+router.register("events", views.EventViewSet, basename="api-event")
+router.register("orders", views.OrderViewSet, basename="api-order")
+router.register("fills", views.FillViewSet, basename="api-fill")
+router.register("positions", views.PositionViewSet, basename="api-position")
+router.register("signals", views.SignalViewSet, basename="api-signal")
+router.register("regimes", views.RegimeViewSet, basename="api-regime")
+router.register("profiles", views.ProfileViewSet, basename="api-profile")
+router.register("credentials", views.CredentialViewSet, basename="api-credential")
+
+urlpatterns = [
+    path("audit/export/", views.AuditExportView.as_view(), name="api-audit-export"),
+    *router.urls,
+]
