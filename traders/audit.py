@@ -162,3 +162,8 @@ def export(rows: Iterable[AuditLog], fmt: str) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def known_kinds(limit: int = 200) -> list[str]:
+    """Kinds present in the log, for the export filter's choices."""
+    return list(AuditLog.objects.order_by("kind").values_list("kind", flat=True).distinct()[:limit])

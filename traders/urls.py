@@ -1,3 +1,19 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-urlpatterns = []
+from traders import views
+
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.dashboard, name="dashboard"),
+    path("traders/", views.trader_list, name="traders"),
+    path("traders/<int:pk>/", views.trader_detail, name="trader-detail"),
+    path("traders/<int:pk>/action/", views.trader_action, name="trader-action"),
+    path("traders/<int:pk>/mode/", views.trader_mode, name="trader-mode"),
+    path("kill-switch/", views.kill_switch, name="kill-switch"),
+    path("strategy/", views.strategy, name="strategy"),
+    path("config/", views.config, name="config"),
+    path("config/credentials/<int:pk>/delete/", views.credential_delete, name="credential-delete"),
+    path("config/audit-export/", views.audit_export, name="audit-export"),
+]

@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 from traders.api import views
 
 router = DefaultRouter()
+router.include_format_suffixes = False  # JSON only; ?format= belongs to the audit export
 router.register("traders", views.TraderViewSet, basename="api-trader")
 router.register("events", views.EventViewSet, basename="api-event")
 router.register("orders", views.OrderViewSet, basename="api-order")

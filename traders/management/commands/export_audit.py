@@ -1,4 +1,3 @@
-import sys
 from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
@@ -38,10 +37,10 @@ class Command(BaseCommand):
             trader_id=options["trader"],
             kind=options["kind"],
         ).iterator(chunk_size=2000)
-        out = open(options["output"], "w", newline="", encoding="utf-8") if options["output"] else sys.stdout
-        try:
-            for chunk in export(rows, options["format"]):
-                out.write(chunk)
-        finally:
-            if out is not sys.stdout:
-                out.close()
+        if options["output"]:
+            with open(options["output"], "w", newline="", encoding="utf-8") as out:
+                for chunk in export(rows, options["format"]):
+                    out.write(chunk)
+            return
+        for chunk in export(rows, options["format"]):
+            self.stdout.write(chunk, ending="")

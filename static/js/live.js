@@ -1,0 +1,157 @@
+// Live updates over /ws/live/: action log rows and equity points, de-duplicated by id,
+// reconnecting with back-off and replaying what was missed (?after=...).
+window.quantweb = (function () {
+  "use strict";
+  const COLORS = ["#2962ff", "#e91e63", "#00a86b", "#ff9800", "#9c27b0", "#00bcd4", "#795548", "#607d8b", "#cddc39", "#f44336"];
+  const state = { lastEvent: 0, lastEquity: 0, seenEvents: new Set() };
+  const ids = JSON.parse((document.getElementById("last-ids") || { textContent: "{}" }).textContent);
+  state.lastEvent = ids.event || 0;
+  state.lastEquity = ids.equity || 0;
+
+  function connect(query, handlers) {
+    const status = document.getElementById("live-status");
+    let delay = 500;
+    function open() {
+      const proto = location.protocol === "https:" ? "wss" : "ws";
+      const params = new URLSearchParams(query);
+      params.set("after", state.lastEvent);
+      params.set("after_equity", state.lastEquity);
+      const ws = new WebSocket(proto + "://" + location.host + "/ws/live/?" + params.toString());
+      ws.onopen = function () { delay = 500; if (status) status.classList.add("on"); document.body.dataset.live = "1"; };
+      ws.onclose = function () {
+        if (status) status.classList.remove("on");
+        document.body.dataset.live = "0";
+        setTimeout(open, delay);
+        delay = Math.min(delay * 2, 15000);
+      };
+      ws.onmessage = function (msg) {
+        const data = JSON.parse(msg.data);
+        if (data.kind === "event") {
+          if (state.seenEvents.has(data.id) || data.id <= (handlers.initialEvent || 0)) return;
+          state.seenEvents.add(data.id);
+          state.lastEvent = Math.max(state.lastEvent, data.id);
+          handlers.event && handlers.event(data);
+        } else if (data.kind === "equity") {
+          if (data.id <= state.lastEquity && handlers.initialEquityDone) return;
+          state.lastEquity = Math.max(state.lastEquity, data.id);
+          handlers.equity && handlers.equity(data);
+        }
+      };
+    }
+    handlers.initialEvent = state.lastEvent;
+    handlers.initialEquityDone = true;
+    open();
+  }
+
+  function prependLog(e, traderName) {
+    const body = document.querySelector("#action-log tbody");
+    if (!body || body.querySelector('tr[data-id="' + e.id + '"]')) return;
+    const tr = document.createElement("tr");
+    tr.dataset.id = e.id;
+    tr.className = "lvl-" + e.level + " fresh";
+    const t = new Date(e.ts);
+    const pad = function (n) { return String(n).padStart(2, "0"); };
+    const when = pad(t.getUTCMonth() + 1) + "-" + pad(t.getUTCDate()) + " " + pad(t.getUTCHours()) + ":" + pad(t.getUTCMinutes()) + ":" + pad(t.getUTCSeconds());
+    [when, traderName || e.trader || "—", e.level, e.kind, e.message].forEach(function (text) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    });
+    body.insertBefore(tr, body.firstChild);
+    while (body.children.length > 200) body.removeChild(body.lastChild);
+  }
+
+  function baseChart(el, height) {
+    return LightweightCharts.createChart(el, {
+      height: height || 320,
+      layout: { background: { color: "#ffffff" }, textColor: "#333" },
+      rightPriceScale: { borderVisible: false },
+      timeScale: { timeVisible: true, secondsVisible: false },
+      grid: { vertLines: { color: "#f0f0f0" }, horzLines: { color: "#f0f0f0" } },
+    });
+  }
+
+  function toPoints(rows) {
+    const out = [];
+    let last = -1;
+    rows.forEach(function (r) { if (r[0] > last) { out.push({ time: r[0], value: r[1] }); last = r[0]; } });
+    return out;
+  }
+
+  function dashboard() {
+    const chartData = JSON.parse(document.getElementById("chart-data").textContent);
+    const chart = baseChart(document.getElementById("profit-chart"));
+    const series = {};
+    const names = {};
+    const legend = document.getElementById("chart-legend");
+    function ensureSeries(id, name) {
+      if (series[id]) return series[id];
+      const color = COLORS[Object.keys(series).length % COLORS.length];
+      series[id] = chart.addSeries(LightweightCharts.LineSeries, { color: color, lineWidth: 2, title: name || ("#" + id) });
+      series[id].lastTime = 0;
+      names[id] = name;
+      const item = document.createElement("span");
+      item.innerHTML = '<i style="background:' + color + '"></i>';
+      item.appendChild(document.createTextNode(name || ("#" + id)));
+      legend.appendChild(item);
+      return series[id];
+    }
+    chartData.traders.forEach(function (t) {
+      const s = ensureSeries(t.id, t.name);
+      const pts = toPoints(chartData.series[t.id] || []);
+      s.setData(pts);
+      if (pts.length) s.lastTime = pts[pts.length - 1].time;
+    });
+    document.getElementById("profit-chart").dataset.points = String(
+      chartData.traders.reduce(function (n, t) { return n + (chartData.series[t.id] || []).length; }, 0));
+    connect({}, {
+      event: function (e) { prependLog(e); },
+      equity: function (p) {
+        const s = ensureSeries(p.trader_id, names[p.trader_id]);
+        if (p.ts < s.lastTime) return;
+        s.update({ time: p.ts, value: p.return_pct });
+        s.lastTime = p.ts;
+        const el = document.getElementById("profit-chart");
+        el.dataset.points = String(Number(el.dataset.points || 0) + 1);
+        el.dataset.lastReturn = String(p.return_pct);
+      },
+    });
+  }
+
+  function tradersPage() {
+    connect({}, {
+      equity: function (p) {
+        const cell = document.querySelector('[data-profit="' + p.trader_id + '"]');
+        if (cell) cell.textContent = p.return_pct.toFixed(2) + "%";
+      },
+      event: function () {},
+    });
+  }
+
+  function traderDetail(traderId) {
+    const data = JSON.parse(document.getElementById("chart-data").textContent);
+    const eq = baseChart(document.getElementById("equity-chart"), 280);
+    const eqSeries = eq.addSeries(LightweightCharts.LineSeries, { color: COLORS[0], lineWidth: 2, title: "equity" });
+    eqSeries.setData(toPoints(data.equity));
+    const dd = baseChart(document.getElementById("drawdown-chart"), 140);
+    const ddSeries = dd.addSeries(LightweightCharts.AreaSeries, { lineColor: "#f44336", topColor: "rgba(244,67,54,0.05)", bottomColor: "rgba(244,67,54,0.4)", title: "drawdown %" });
+    ddSeries.setData(toPoints(data.drawdown));
+    let peak = data.equity.reduce(function (m, r) { return Math.max(m, r[1]); }, 0);
+    let lastTime = data.equity.length ? data.equity[data.equity.length - 1][0] : 0;
+    connect({ trader: traderId }, {
+      event: function (e) { prependLog(e); },
+      equity: function (p) {
+        if (p.ts < lastTime) return;
+        const v = Number(p.equity);
+        peak = Math.max(peak, v);
+        eqSeries.update({ time: p.ts, value: v });
+        ddSeries.update({ time: p.ts, value: peak ? (v / peak - 1) * 100 : 0 });
+        lastTime = p.ts;
+        const el = document.getElementById("equity");
+        if (el) el.textContent = Math.round(v).toLocaleString();
+      },
+    });
+  }
+
+  return { dashboard: dashboard, tradersPage: tradersPage, traderDetail: traderDetail };
+})();
