@@ -1,0 +1,520 @@
+"""Any ccxt exchange behind the ``Exchange`` interface: spot, and perpetual swaps for shorts.
+
+* Sandbox/testnet through ccxt's ``set_sandbox_mode`` (Binance, Bybit, ...); an exchange
+  without one is refused rather than silently trading live.
+* Client order ids go through ccxt's unified ``clientOrderId`` param (ccxt maps it to
+  ``newClientOrderId`` on Binance, ``orderLinkId`` on Bybit, ...); orders are looked up and
+  cancelled by it.
+* Precision comes from ccxt's market precision and limits and is applied by our own
+  ``apply_precision`` in ``Decimal`` before ccxt sees the order.
+* ccxt exceptions map to ours. A create/cancel that may have reached the venue (timeout,
+  network error, 5xx, an unparseable answer) is never re-sent: it is resolved by looking the
+  client order id up, or surfaces as ``AmbiguousOrderError``.
+* ccxt paces requests itself (``enableRateLimit``); 429 and 418 also feed our shared
+  ``LimiterRegistry`` so every trader on the account backs off together.
+* ccxt's own debug logging (which prints request headers, i.e. API keys) is routed through a
+  redacting logger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import numpy as np
+
+from execution.adapters.base import (
+    AmbiguousOrderError,
+    AuthenticationError,
+    BannedError,
+    ExchangeError,
+    InsufficientFundsError,
+    InvalidOrderError,
+    OrderNotFoundError,
+    RateLimitedError,
+    TransientExchangeError,
+)
+from execution.adapters.http import Redactor
+from execution.engine.precision import OrderPrecisionError, apply_precision
+from execution.engine.ratelimit import BanActive, LimiterRegistry, default_registry
+from execution.engine.types import (
+    TIMEFRAME_SECONDS,
+    Candles,
+    Fill,
+    Liquidity,
+    MarketInfo,
+    OrderBook,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Side,
+    Ticker,
+    TimeInForce,
+)
+
+logger = logging.getLogger("quantweb.execution.ccxt")
+
+D = Decimal
+_STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
+           "cancelled": OrderStatus.CANCELLED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
+
+
+class _RedactingLogger:
+    """Stands in for ccxt's per-instance logger: formats, redacts, forwards at the same level."""
+
+    def __init__(self, redactor: Redactor, target: logging.Logger) -> None:
+        self._redact = redactor
+        self._target = target
+
+    def _log(self, level: int, msg: str, *args: Any) -> None:
+        if self._target.isEnabledFor(level):
+            text = msg % args if args else str(msg)
+            self._target.log(level, "%s", self._redact(text))
+
+    def debug(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log(logging.DEBUG, msg, *args)
+
+    def info(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log(logging.INFO, msg, *args)
+
+    def warning(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log(logging.WARNING, msg, *args)
+
+    def error(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log(logging.ERROR, msg, *args)
+
+
+class CcxtExchange:
+    """The ``Exchange`` interface over a ccxt client (created here, or injected for tests)."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        api_key: str | None = None,
+        secret: str | None = None,
+        *,
+        password: str | None = None,
+        sandbox: bool = False,
+        market_type: str = "spot",
+        options: dict[str, Any] | None = None,
+        ccxt_client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        limiter_registry: LimiterRegistry | None = None,
+        timeout_ms: int = 10_000,
+        max_retries: int = 3,
+        lookup_attempts: int = 3,
+        lookup_delay: float = 0.5,
+        ohlcv_page: int = 500,
+    ) -> None:
+        if market_type not in ("spot", "swap"):
+            raise ValueError(f"market_type must be 'spot' or 'swap', got {market_type!r}")
+        self.exchange_id = exchange_id
+        self.name = f"ccxt:{exchange_id}"
+        self.market_type = market_type
+        self.can_trade = bool(api_key and secret)
+        self._redactor = Redactor([api_key, secret, password])
+        self._clock = clock
+        self._sleep = sleep
+        self._max_retries = max_retries
+        self._lookup_attempts = lookup_attempts
+        self._lookup_delay = lookup_delay
+        self._ohlcv_page = ohlcv_page
+        self._registry = limiter_registry or default_registry()
+        fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else "public"
+        self._account_id = f"ccxt:{exchange_id}:{fingerprint}"
+        if ccxt_client is None:
+            if exchange_id not in ccxt.exchanges:
+                raise ValueError(f"unknown ccxt exchange id {exchange_id!r}")
+            config: dict[str, Any] = {
+                "enableRateLimit": True,
+                "timeout": timeout_ms,
+                # fetchMargins: Binance would load margin pairs (a private call) with every market load.
+                "options": {"defaultType": market_type, "fetchMargins": False, **(options or {})},
+                "logger": _RedactingLogger(self._redactor, logging.getLogger("quantweb.execution.ccxt.wire")),
+            }
+            if api_key:
+                config.update(apiKey=api_key, secret=secret)
+            if password:
+                config["password"] = password
+            ccxt_client = getattr(ccxt, exchange_id)(config)
+        self._client = ccxt_client
+        # Needed to tell an unparseable answer (ccxt yields None) from a real empty one.
+        self._client.enableLastHttpResponse = True
+        self._client.enableLastJsonResponse = True
+        if sandbox:
+            if not (self._client.urls or {}).get("test"):
+                raise ExchangeError(f"{self.name}: ccxt offers no sandbox/testnet for this exchange")
+            self._client.set_sandbox_mode(True)
+        self._markets: dict[str, MarketInfo] = {}
+
+    def __repr__(self) -> str:
+        return f"CcxtExchange({self.exchange_id!r}, market_type={self.market_type!r}, can_trade={self.can_trade})"
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    # ------------------------------------------------------------------ call guard
+
+    def _call(self, context: str, fn: Callable[..., Any], *args: Any, write: bool = False, **kwargs: Any) -> Any:
+        """Run one ccxt call under the shared limiter, mapping its exceptions to ours.
+
+        Reads are retried on transient errors (with the limiter's jittered backoff); writes never.
+        """
+        limiter = self._registry.get(self._account_id, "order" if write else "default")
+        attempt = 0
+        while True:
+            try:
+                wait = limiter.reserve(self._clock())
+            except BanActive as exc:
+                raise BannedError(f"{self.name} {context}: not sent, venue ban active until epoch "
+                                  f"{exc.until:.0f}", until_ts=exc.until) from None
+            if wait > 0:
+                self._sleep(wait)
+            self._client.last_http_response = None
+            self._client.last_json_response = None
+            try:
+                result = fn(*args, **kwargs)
+                body = self._client.last_http_response
+                if body and body.strip() and self._client.last_json_response is None:
+                    raise ValueError(f"body is not JSON: {body[:80]!r}")
+            except ccxt.BaseError as exc:
+                error = self._map(exc, context, write, limiter)
+                if not write and error.retryable and attempt < self._max_retries:
+                    attempt += 1
+                    if not isinstance(error, RateLimitedError):   # 429 waits come from the limiter
+                        self._sleep(self._backoff(attempt))
+                    logger.warning("%s %s: %s; retry %d/%d", self.name, context, error, attempt, self._max_retries)
+                    continue
+                raise error from None
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                # ccxt could not make sense of the answer (malformed JSON, unexpected shape).
+                message = f"{self.name} {context}: malformed response ({type(exc).__name__}: " \
+                          f"{self._redactor(str(exc))[:200]})"
+                if write:
+                    raise AmbiguousOrderError(message + "; the venue may have accepted it") from None
+                raise ExchangeError(message) from None
+            limiter.on_response(self._clock(), None)
+            return result
+
+    def _backoff(self, attempt: int) -> float:
+        return min(30.0, 0.5 * 2 ** (attempt - 1))
+
+    def _map(self, exc: ccxt.BaseError, context: str, write: bool, limiter: Any) -> ExchangeError:
+        detail = self._redactor(str(exc))[:300]
+        message = f"{self.name} {context}: {type(exc).__name__}: {detail}"
+        now = self._clock()
+        text = f" {exc} "
+        if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded) and (" 418 " in text
+                                                                               or "banned until" in text):
+            return BannedError(message, until_ts=limiter.on_banned(now))
+        if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+            return RateLimitedError(message, retry_after=limiter.on_rate_limited(now))
+        if isinstance(exc, ccxt.AuthenticationError):
+            return AuthenticationError(message)
+        if isinstance(exc, ccxt.InsufficientFunds):
+            return InsufficientFundsError(message)
+        if isinstance(exc, ccxt.OrderNotFound):
+            return OrderNotFoundError(message)
+        if isinstance(exc, ccxt.InvalidOrder):
+            return InvalidOrderError(message)
+        if isinstance(exc, ccxt.OnMaintenance):
+            return TransientExchangeError(message)
+        if isinstance(exc, ccxt.NetworkError):
+            if write:
+                return AmbiguousOrderError(message + "; the venue may have accepted it")
+            return TransientExchangeError(message)
+        if write and isinstance(exc, ccxt.BadRequest | ccxt.ArgumentsRequired):
+            return InvalidOrderError(message)
+        return ExchangeError(message)
+
+    # ------------------------------------------------------------------ market data
+
+    def markets(self) -> list[MarketInfo]:
+        raw = self._call("load_markets", self._client.load_markets, True)
+        result = []
+        for m in raw.values():
+            if not m.get(self.market_type):
+                continue
+            result.append(self._market_info(m))
+        self._markets = {m.symbol: m for m in result}
+        return result
+
+    def _market_info(self, m: dict[str, Any]) -> MarketInfo:
+        precision = m.get("precision") or {}
+        mode = getattr(self._client, "precisionMode", ccxt.TICK_SIZE)
+        tick = _precision_step(precision.get("price"), mode)
+        lot = _precision_step(precision.get("amount"), mode)
+        if mode == ccxt.DECIMAL_PLACES and precision.get("amount") is not None:
+            qty_decimals, lot = int(precision["amount"]), D(0)
+        elif lot is not None:
+            qty_decimals = max(0, -lot.normalize().as_tuple().exponent)
+        else:
+            qty_decimals, lot = 8, D(0)
+        cost_min = ((m.get("limits") or {}).get("cost") or {}).get("min")
+        return MarketInfo(symbol=m["symbol"], base=m["base"], quote=m["quote"],
+                          min_notional=_d(cost_min) if cost_min is not None else D(0), lot_size=lot,
+                          qty_decimals=qty_decimals, tick_size=tick,
+                          maker_fee=_d(m.get("maker") if m.get("maker") is not None else "0.001"),
+                          taker_fee=_d(m.get("taker") if m.get("taker") is not None else "0.001"),
+                          caution=not m.get("active", True), can_short=bool(m.get("swap")))
+
+    def market_info(self, symbol: str) -> MarketInfo:
+        if symbol not in self._markets:
+            self.markets()
+        if symbol not in self._markets:
+            raise InvalidOrderError(f"{self.name}: unknown {self.market_type} market {symbol}")
+        return self._markets[symbol]
+
+    def tickers(self, symbols: list[str] | None = None) -> list[Ticker]:
+        raw = self._call("fetch_tickers", self._client.fetch_tickers, symbols)
+        now = int(self._clock())
+        result = []
+        for symbol, t in raw.items():
+            last = _f(t.get("last"))
+            value = _f(t.get("quoteVolume"))
+            if math.isnan(value):
+                value = _f(t.get("baseVolume")) * last
+            ts = int(t["timestamp"]) // 1000 if t.get("timestamp") else now
+            result.append(Ticker(symbol=symbol, ts=ts, last=last, bid=_f(t.get("bid")), ask=_f(t.get("ask")),
+                                 value_24h=value, change_24h_pct=_f(t.get("percentage"))))
+        return result
+
+    def candles(self, symbol: str, timeframe: str, since: int | None = None, limit: int = 200) -> Candles:
+        """Candles on the timeframe grid, oldest first, NaN where the venue returned no bar."""
+        if timeframe not in TIMEFRAME_SECONDS:
+            raise ValueError(f"unsupported timeframe {timeframe!r}")
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        tf = TIMEFRAME_SECONDS[timeframe]
+        current_open = int(self._clock()) // tf * tf
+        if since is None:
+            end_open = current_open
+            start = end_open - (limit - 1) * tf
+        else:
+            start = -(-int(since) // tf) * tf
+            end_open = min(start + (limit - 1) * tf, current_open)
+        n_bars = max(0, (end_open - start) // tf + 1)
+        rows: dict[int, list[float]] = {}
+        cursor = start
+        while n_bars and cursor <= end_open:
+            want = min(self._ohlcv_page, (end_open - cursor) // tf + 1)
+            page = self._call("fetch_ohlcv", self._client.fetch_ohlcv, symbol, timeframe, cursor * 1000, want)
+            if not page:
+                break
+            last = cursor - tf
+            for row in page:
+                ts = int(row[0]) // 1000
+                last = max(last, ts)
+                if start <= ts <= end_open and (ts - start) % tf == 0:
+                    rows[ts] = row
+            if last < cursor:
+                break
+            cursor = last + tf
+        grid = np.arange(start, start + n_bars * tf, tf, dtype=np.int64)
+        arrays = {k: np.full((1, n_bars), np.nan) for k in ("open", "high", "low", "close", "volume")}
+        for i, ts in enumerate(grid.tolist()):
+            row = rows.get(ts)
+            if row is None:
+                continue
+            for j, key in enumerate(("open", "high", "low", "close", "volume"), start=1):
+                arrays[key][0, i] = _f(row[j])
+        return Candles(symbols=(symbol,), timeframe=timeframe, ts=grid, **arrays)
+
+    def order_book(self, symbol: str, depth: int = 15) -> OrderBook:
+        book = self._call("fetch_order_book", self._client.fetch_order_book, symbol, depth)
+        bids = np.array([[float(p), float(q)] for p, q, *_ in book.get("bids", [])[:depth]], dtype=np.float64)
+        asks = np.array([[float(p), float(q)] for p, q, *_ in book.get("asks", [])[:depth]], dtype=np.float64)
+        ts = int(book["timestamp"]) // 1000 if book.get("timestamp") else int(self._clock())
+        return OrderBook(symbol=symbol, ts=ts, bids=bids.reshape(-1, 2), asks=asks.reshape(-1, 2))
+
+    # ------------------------------------------------------------------ account and orders
+
+    def balances(self) -> dict[str, Decimal]:
+        """Available (free) balance per currency, zero balances omitted."""
+        self._require_keys("fetch_balance")
+        raw = self._call("fetch_balance", self._client.fetch_balance)
+        free = raw.get("free") or {}
+        return {c: _d(v) for c, v in free.items() if v is not None and _d(v) != 0}
+
+    def _require_keys(self, what: str) -> None:
+        if not self.can_trade:
+            raise AuthenticationError(f"{self.name} {what}: needs API keys (read-only client)")
+
+    def prepare_order(self, request: OrderRequest, reference_price: Decimal | None = None) -> OrderRequest:
+        market = self.market_info(request.symbol)
+        try:
+            return apply_precision(request, market, reference_price=reference_price)
+        except OrderPrecisionError as exc:
+            raise InvalidOrderError(f"{self.name} {request.symbol}: {exc}") from None
+
+    def create_order(self, request: OrderRequest) -> OrderState:
+        self._require_keys("create_order")
+        prepared = self.prepare_order(request)
+        params: dict[str, Any] = {"clientOrderId": prepared.client_order_id}
+        if prepared.tif in (TimeInForce.IOC, TimeInForce.FOK):
+            params["timeInForce"] = prepared.tif.value.upper()
+        elif prepared.tif is TimeInForce.POST_ONLY:
+            params["postOnly"] = True
+        if prepared.reduce_only:
+            params["reduceOnly"] = True
+        side = prepared.side.value
+        context = f"create_order {prepared.client_order_id}"
+        try:
+            if prepared.type is OrderType.MARKET and prepared.qty is None:
+                if not self._client.has.get("createMarketBuyOrderWithCost"):
+                    raise InvalidOrderError(f"{self.name}: market buys by quote amount are not supported; "
+                                            "size the order by qty")
+                raw = self._call(context, self._client.create_market_buy_order_with_cost, prepared.symbol,
+                                 float(prepared.quote_amount), params, write=True)
+            else:
+                price = float(prepared.price) if prepared.price is not None else None
+                raw = self._call(context, self._client.create_order, prepared.symbol, prepared.type.value, side,
+                                 float(prepared.qty), price, params, write=True)
+        except AmbiguousOrderError as exc:
+            logger.warning("%s: %s; looking it up by client order id", self.name, exc)
+            return self._recover(prepared.symbol, prepared.client_order_id, str(exc))
+        state = self._order_state(raw, prepared.client_order_id, prepared.symbol)
+        if state.qty is None:
+            state.qty = prepared.qty
+        return state
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> OrderState:
+        self._require_keys("fetch_order")
+        context = f"fetch_order {client_order_id}"
+        raw = None
+        try:
+            raw = self._call(context, self._client.fetch_order, None, symbol, {"clientOrderId": client_order_id})
+        except (OrderNotFoundError, TransientExchangeError, BannedError, AuthenticationError):
+            raise
+        except ExchangeError as exc:
+            logger.info("%s: lookup by client id unsupported (%s); scanning orders", self.name, exc)
+        if raw is not None and raw.get("clientOrderId") in (None, client_order_id):
+            return self._order_state(raw, client_order_id, symbol)
+        # The venue cannot look orders up by client id: scan open, then closed orders.
+        for method, capability in (("fetch_open_orders", "fetchOpenOrders"),
+                                   ("fetch_closed_orders", "fetchClosedOrders")):
+            if not self._client.has.get(capability):
+                continue
+            for order in self._call(method, getattr(self._client, method), symbol):
+                if order.get("clientOrderId") == client_order_id:
+                    return self._order_state(order, client_order_id, symbol)
+        raise OrderNotFoundError(f"{self.name}: no order with client id {client_order_id} on {symbol}")
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> OrderState:
+        """Cancel by client id: the venue id is looked up first, so this works on every venue."""
+        current = self.fetch_order(symbol, client_order_id)
+        if current.status.is_final:
+            return current
+        try:
+            raw = self._call(f"cancel_order {client_order_id}", self._client.cancel_order,
+                             current.exchange_order_id, symbol, {}, write=True)
+        except AmbiguousOrderError as exc:
+            logger.warning("%s: %s; looking it up by client order id", self.name, exc)
+            return self._recover(symbol, client_order_id, str(exc))
+        state = self._order_state(raw, client_order_id, symbol)
+        return state
+
+    def _recover(self, symbol: str, client_order_id: str, cause: str) -> OrderState:
+        for attempt in range(self._lookup_attempts):
+            self._sleep(self._lookup_delay * (attempt + 1))
+            try:
+                return self.fetch_order(symbol, client_order_id)
+            except OrderNotFoundError:
+                logger.info("%s: %s not found yet (lookup %d/%d)", self.name, client_order_id, attempt + 1,
+                            self._lookup_attempts)
+            except TransientExchangeError as exc:
+                logger.warning("%s: lookup of %s failed: %s", self.name, client_order_id, exc)
+        raise AmbiguousOrderError(f"{cause}; order {client_order_id} not found after {self._lookup_attempts} "
+                                  "lookups: reconcile by client order id before trading this symbol")
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        self._require_keys("open_orders")
+        raw = self._call("fetch_open_orders", self._client.fetch_open_orders, symbol)
+        return [self._order_state(o, o.get("clientOrderId") or "", o.get("symbol") or symbol or "") for o in raw]
+
+    def my_trades(self, symbol: str, since: int | None = None) -> list[Fill]:
+        """Fills since ``since``. ccxt trades carry the venue order id, not the client id:
+        ``client_order_id`` is set only when the venue reports it."""
+        self._require_keys("my_trades")
+        raw = self._call("fetch_my_trades", self._client.fetch_my_trades, symbol,
+                         since * 1000 if since is not None else None)
+        return [self._fill(t, t.get("clientOrderId") or (t.get("info") or {}).get("clientOrderId") or "")
+                for t in raw]
+
+    # ------------------------------------------------------------------ parsing
+
+    def _order_state(self, o: dict[str, Any], client_order_id: str, symbol: str) -> OrderState:
+        status = _STATUS.get(str(o.get("status")), OrderStatus.NEW if o.get("status") is None else None)
+        if status is None:
+            raise ExchangeError(f"{self.name}: unknown order status {o.get('status')!r} for {client_order_id}")
+        filled = _d(o.get("filled") or 0)
+        if status is OrderStatus.OPEN and filled > 0:
+            status = OrderStatus.PARTIALLY_FILLED
+        sym = o.get("symbol") or symbol
+        price = _d_opt(o.get("price"))
+        average = _d_opt(o.get("average"))
+        if average is None and filled > 0 and o.get("cost"):
+            average = _d(o["cost"]) / filled
+        fills = [self._fill(t, client_order_id) for t in (o.get("trades") or [])]
+        # The caller's id wins: a cancel response may carry the cancel request's own client id.
+        return OrderState(client_order_id=client_order_id or o.get("clientOrderId") or "", symbol=sym,
+                          side=Side(o.get("side") or "buy"),
+                          type=OrderType.LIMIT if o.get("type") == "limit" else OrderType.MARKET, status=status,
+                          qty=_d_opt(o.get("amount")), price=price if o.get("type") == "limit" else None,
+                          exchange_order_id=str(o.get("id") or ""), filled_qty=filled, avg_price=average,
+                          fee=self._fee_in_quote(o.get("fee"), sym, average or price),
+                          ts=int(o["timestamp"]) // 1000 if o.get("timestamp") else 0, fills=fills)
+
+    def _fee_in_quote(self, fee: dict[str, Any] | None, symbol: str, price: Decimal | None) -> Decimal:
+        if not fee or fee.get("cost") is None:
+            return D(0)
+        cost = _d(fee["cost"])
+        base, _, rest = symbol.partition("/")
+        quote = rest.split(":")[0]
+        currency = fee.get("currency")
+        if currency in (None, quote):
+            return cost
+        if currency == base and price is not None:
+            return cost * price
+        logger.warning("%s %s: fee of %s %s not in the quote currency; not converted", self.name, symbol, cost,
+                       currency)
+        return D(0)
+
+    def _fill(self, t: dict[str, Any], client_order_id: str) -> Fill:
+        price = _d(t["price"])
+        return Fill(client_order_id=client_order_id, symbol=t["symbol"], side=Side(t["side"]), price=price,
+                    qty=_d(t["amount"]), fee=max(self._fee_in_quote(t.get("fee"), t["symbol"], price), D(0)),
+                    ts=int(t["timestamp"]) // 1000 if t.get("timestamp") else 0,
+                    liquidity=Liquidity.MAKER if t.get("takerOrMaker") == "maker" else Liquidity.TAKER,
+                    trade_id=str(t.get("id") or ""))
+
+
+def _precision_step(value: Any, mode: int) -> Decimal | None:
+    if value is None:
+        return None
+    if mode == ccxt.DECIMAL_PLACES:
+        return D(1).scaleb(-int(value))
+    if mode == ccxt.TICK_SIZE:
+        return _d(value)
+    return None            # significant digits: no fixed grid
+
+
+def _d(value: Any) -> Decimal:
+    return D(repr(value)) if isinstance(value, float) else D(str(value))
+
+
+def _d_opt(value: Any) -> Decimal | None:
+    return None if value is None else _d(value)
+
+
+def _f(value: Any) -> float:
+    return math.nan if value is None else float(value)
