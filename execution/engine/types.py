@@ -24,7 +24,19 @@ TIMEFRAME_SECONDS: dict[str, int] = {
     "1h": 3600,
     "4h": 14400,
     "1d": 86400,
+    # Timeframes found in replay files (freqtrade / Binance / Bittrex exports).
+    "3m": 180,
+    "30m": 1800,
+    "2h": 7200,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1w": 604800,
+    "1M": 2_592_000,  # nominal 30 days; a calendar month has no fixed grid, see CALENDAR_TIMEFRAMES
 }
+
+#: Timeframes whose bars do not sit on a fixed-seconds grid (no off-grid or gap checks apply).
+CALENDAR_TIMEFRAMES: frozenset[str] = frozenset({"1M"})
 
 
 class Side(StrEnum):
@@ -253,3 +265,4 @@ class OrderState:
     ts: int = 0
     error: str = ""
     fills: list[Fill] = field(default_factory=list)
+    tif: TimeInForce = TimeInForce.GTC   # as requested; the fill model needs it for delayed activation
