@@ -52,3 +52,4 @@ class MarketSignal:
     direction: Direction
     reason_codes: tuple[str, ...]
     raw_metrics: dict[str, float] = field(default_factory=dict)
+    action: Action = Action.SKIP  # the aggregator's proposal [SC-4]; risk checks may still refuse ENTER
