@@ -178,3 +178,22 @@ class Trade(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.pnl:+} ({self.exit_reason})"
+
+
+class MarketSnapshot(models.Model):
+    """The collector's latest view of one market: book, ticker and trading rules. Every trader
+    of the exchange reads these instead of calling the venue itself [issue 3 #9]."""
+
+    exchange = models.CharField(max_length=16)
+    symbol = models.CharField(max_length=32)
+    ts = models.BigIntegerField(help_text="epoch seconds the snapshot describes")
+    book = models.JSONField(help_text='{"bids": [[price, qty], ...], "asks": [...]}')
+    ticker = models.JSONField(default=dict)
+    market = models.JSONField(default=dict, help_text="MarketInfo: tick, lot, minimum, fees, caution")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["exchange", "symbol"], name="snapshot_unique_market")]
+
+    def __str__(self) -> str:
+        return f"{self.exchange}:{self.symbol} @ {self.ts}"

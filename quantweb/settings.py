@@ -209,8 +209,8 @@ SPECTACULAR_SETTINGS = {
 # Trading platform
 QUANTWEB_SIM_SEED = env_int("QUANTWEB_SIM_SEED", 7)
 QUANTWEB_SIM_MARKETS = env_int("QUANTWEB_SIM_MARKETS", 30)
-# Bars the sim advances per wall-clock minute (1 = real time; >1 accelerates the demo clock).
-QUANTWEB_SIM_SPEED = env_int("QUANTWEB_SIM_SPEED", 1)
+# 1-minute bars generated on first start (two days: the regime's leader look-back is 1,485 bars).
+QUANTWEB_SIM_WARMUP_BARS = env_int("QUANTWEB_SIM_WARMUP_BARS", 2 * 1440)
 QUANTWEB_TICK_SECONDS = env_int("QUANTWEB_TICK_SECONDS", 60)
 QUANTWEB_PAPER_PROTECTION_HOURS = env_int("QUANTWEB_PAPER_PROTECTION_HOURS", 24)
 TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")

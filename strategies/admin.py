@@ -2,7 +2,16 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from strategies import services
-from strategies.models import BanditState, ConfigVersion, FeatureSnapshot, ModelCandidate, ModelVersion, ScanRun, Signal, StrategyProfile
+from strategies.models import (
+    BanditState,
+    ConfigVersion,
+    FeatureSnapshot,
+    ModelCandidate,
+    ModelVersion,
+    ScanRun,
+    Signal,
+    StrategyProfile,
+)
 from traders.admin import ReadOnlyAdmin
 
 

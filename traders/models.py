@@ -42,6 +42,9 @@ class Credential(models.Model):
     def __str__(self) -> str:
         return f"{self.label} ({self.get_exchange_display()}, {self.masked_key})"
 
+    def __repr__(self) -> str:
+        return f"<Credential {self.pk} {self.exchange} {self.label!r} key={self.masked_key}>"
+
     def save(self, *args, **kwargs) -> None:
         if self.api_key:
             self.key_hint = str(self.api_key)[-4:]
@@ -50,9 +53,6 @@ class Credential(models.Model):
     @property
     def masked_key(self) -> str:
         return f"****{self.key_hint}" if self.key_hint else "****"
-
-    def __repr__(self) -> str:
-        return f"<Credential {self.pk} {self.exchange} {self.label!r} key={self.masked_key}>"
 
 
 class TraderMode(models.TextChoices):
@@ -101,6 +101,7 @@ class Trader(models.Model):
     fees_paid = money_field(default=ZERO)
     equity = money_field(default=ZERO, help_text="cash + marked positions at the last tick")
     last_tick_ts = models.BigIntegerField(null=True, blank=True, help_text="bar-open epoch seconds of the last tick")
+    scan_state = models.JSONField(default=dict, blank=True, help_text="score EMA per market, carried across ticks [SC-3]")
     last_tick_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -82,7 +82,7 @@ def test_api_create_returns_only_masked_key(admin_client):
 def test_log_filter_masks_registered_secret(credential, caplog):
     from quantweb.logging import RedactSecretsFilter
 
-    Credential.objects.get(pk=credential.pk).api_secret  # decrypting registers it
+    assert Credential.objects.get(pk=credential.pk).api_secret == SECRET  # decrypting registers it
     logger = logging.getLogger("quantweb.test")
     record = logger.makeRecord("quantweb.test", logging.ERROR, __file__, 1, "upstream said %s", (f"bad key {SECRET}",), None)
     RedactSecretsFilter().filter(record)
