@@ -9,7 +9,8 @@ Events and equity snapshots are rows first (they are the action log). Two carrie
 * ``channel`` (default with Redis): the worker group_sends on commit through the shared Redis
   layer; web processes only consume.
 
-Groups: ``live`` (every event) and ``trader.<id>`` (one trader's). Payloads are JSON-safe.
+Groups: ``live`` (every event) and ``trader.<id>`` (one trader's). Payloads are JSON-safe and
+carry ``stream`` ("event" or "equity"); an event's own ``kind`` is its reason code.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def trader_group(trader_id: int) -> str:
 
 def equity_payload(snapshot) -> dict:
     return {
-        "kind": "equity",
+        "stream": "equity",
         "id": snapshot.pk,
         "trader_id": snapshot.trader_id,
         "ts": snapshot.ts,
@@ -43,7 +44,7 @@ def equity_payload(snapshot) -> dict:
 
 
 def event_payload(event) -> dict:
-    return {"kind": "event", **event.as_payload()}
+    return {"stream": "event", **event.as_payload()}
 
 
 async def _send(layer, payload: dict) -> None:
@@ -77,8 +78,11 @@ class DatabaseRelay:
     def ensure_running(self) -> None:
         if settings.QUANTWEB_EVENT_RELAY != "db":
             return
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="quantweb-event-relay")
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            # A task bound to a loop that is gone would never run again: start afresh.
+            self.last_event_id = self.last_equity_id = None
+            self._task = loop.create_task(self._run(), name="quantweb-event-relay")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -26,12 +26,12 @@ window.quantweb = (function () {
       };
       ws.onmessage = function (msg) {
         const data = JSON.parse(msg.data);
-        if (data.kind === "event") {
+        if (data.stream === "event") {
           if (state.seenEvents.has(data.id) || data.id <= (handlers.initialEvent || 0)) return;
           state.seenEvents.add(data.id);
           state.lastEvent = Math.max(state.lastEvent, data.id);
           handlers.event && handlers.event(data);
-        } else if (data.kind === "equity") {
+        } else if (data.stream === "equity") {
           if (data.id <= state.lastEquity && handlers.initialEquityDone) return;
           state.lastEquity = Math.max(state.lastEquity, data.id);
           handlers.equity && handlers.equity(data);

@@ -59,7 +59,7 @@ def test_anonymous_is_refused_everywhere(client, url, name):
                 assert response["Location"].startswith("/login/"), (url, response["Location"])
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_anonymous_websocket_is_closed():
     communicator = WebsocketCommunicator(application, "/ws/live/", headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
     connected, code = await communicator.connect()
