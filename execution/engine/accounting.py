@@ -14,6 +14,10 @@ from decimal import Decimal
 from execution.engine.types import Fill, Side
 
 ZERO = Decimal("0")
+#: Money precision of the books (matches the database columns: 10 decimal places). The cost
+#: share of a partial exit is rounded to it, so every realised figure is exactly representable
+#: and stored values add up to the running totals to the last digit.
+MONEY_QUANTUM = Decimal("1e-10")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +49,12 @@ class FillResult:
     cost_closed: Decimal
 
 
-def apply_fill(book: Book, fill: Fill) -> FillResult:
-    """Book one fill against a long position. Raises on overselling (never silently clamps)."""
+def apply_fill(book: Book, fill: Fill, quantum: Decimal = MONEY_QUANTUM) -> FillResult:
+    """Book one fill against a long position. Raises on overselling (never silently clamps).
+
+    Fill prices, quantities and fees are on the venue's grids already; only the pro-rata cost
+    of a partial exit needs rounding (to ``quantum``, half-even). A final exit takes the whole
+    remaining cost, so nothing is lost to rounding over a position's life."""
     if fill.qty <= 0 or fill.price <= 0 or fill.fee < 0:
         raise ValueError(f"invalid fill {fill.trade_id}: qty and price must be positive, fee >= 0")
     notional = fill.price * fill.qty
@@ -57,8 +65,8 @@ def apply_fill(book: Book, fill: Fill) -> FillResult:
     if fill.qty > book.qty:
         raise ValueError(f"fill {fill.trade_id} sells {fill.qty} but only {book.qty} is held")
     share = fill.qty / book.qty
-    cost_closed = book.cost if fill.qty == book.qty else book.cost * share
-    notional_closed = book.entry_notional if fill.qty == book.qty else book.entry_notional * share
+    cost_closed = book.cost if fill.qty == book.qty else (book.cost * share).quantize(quantum)
+    notional_closed = book.entry_notional if fill.qty == book.qty else (book.entry_notional * share).quantize(quantum)
     proceeds = notional - fill.fee
     realised = proceeds - cost_closed
     new = replace(book, qty=book.qty - fill.qty, cost=book.cost - cost_closed,

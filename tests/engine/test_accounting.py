@@ -54,3 +54,13 @@ def test_realised_equals_cash_when_flat(trades):
         book, cash = r.book, cash + r.cash_delta
     assert book.qty == 0
     assert abs(book.realised - cash) <= D("1e-20")
+
+
+def test_partial_exit_cost_is_rounded_to_money_precision_and_nothing_is_lost():
+    book = apply_fill(Book(), fill(Side.BUY, "3", "1", "0.0015")).book     # cost 3.0015
+    r1 = apply_fill(book, fill(Side.SELL, "3", "0.333", "0.0004995", 2))
+    assert r1.cost_closed == D("0.9994995000")                           # 3.0015 * 0.333
+    r2 = apply_fill(r1.book, fill(Side.SELL, "3", "0.667", "0.0010005", 3))
+    assert r1.cost_closed + r2.cost_closed == D("3.0015")               # the last exit takes the rest
+    for r in (r1, r2):
+        assert r.realised == r.realised.quantize(D("1e-10"))
