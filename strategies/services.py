@@ -103,6 +103,13 @@ def params_from_post(profile: StrategyProfile, post) -> dict:
     return out
 
 
+def full_params(profile: StrategyProfile) -> dict:
+    """Every parameter's effective value (stored values over the profile's defaults)."""
+    data = effective_profile(profile).to_dict()
+    data.pop("name", None)
+    return data
+
+
 def diff_params(old: dict, new: dict) -> dict[str, list]:
     keys = sorted(set(old) | set(new))
     return {k: [old.get(k), new.get(k)] for k in keys if old.get(k) != new.get(k)}
@@ -121,7 +128,7 @@ def update_profile(*, profile: StrategyProfile, params: dict, user, comment: str
         raise ValidationError(exc.errors) from None
     with transaction.atomic():
         profile = StrategyProfile.objects.select_for_update().get(pk=profile.pk)
-        diff = diff_params(profile.params, params)
+        diff = diff_params(full_params(profile), params)
         if not diff:
             raise ValidationError("nothing changed")
         number = (ConfigVersion.objects.filter(profile=profile).aggregate(m=Max("version"))["m"] or 0) + 1

@@ -334,7 +334,11 @@ def _returns(view: MarketView) -> np.ndarray:
 
 def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict) -> dict:
     """Everything a scan read that the candle table does not keep: enough to recompute it
-    (``manage.py explain_signal``) while the candles are retained."""
+    (``manage.py explain_signal``) while the candles are retained. ``markets`` keeps the two
+    MarketInfo flags the scan reads (they can change later); ``candles_checksum`` lets the
+    recompute tell whether the Candle table still holds the bars this scan saw."""
+    from strategies.explain import candles_checksum
+
     return {
         "window_bars": view.candles.n_bars, "first_ts": int(view.candles.ts[0]), "last_ts": int(view.candles.ts[-1]),
         "leader_bars": view.leader_history.n_bars if view.leader_history is not None else 0,
@@ -343,6 +347,9 @@ def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict
         "books": {s: {"ts": b.ts, "bids": b.bids.tolist(), "asks": b.asks.tolist()} for s, b in view.books.items()},
         "tickers": {s: [t.ts, t.last, t.bid, t.ask, t.value_24h, t.change_24h_pct] for s, t in view.tickers.items()},
         "profile": profile_params,
+        "markets": {"caution": sorted(s for s, m in view.markets.items() if m.caution),
+                    "can_short": sorted(s for s, m in view.markets.items() if m.can_short)},
+        "candles_checksum": candles_checksum(view.candles, view.leader_history),
     }
 
 
@@ -361,6 +368,10 @@ def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, durat
                         features={"modules": s.module_scores, "raw": _finite(s.raw_metrics), "final": s.final_score})
         for s in result.signals if math.isfinite(view.last_price(s.symbol))
     ])
+    audit.record("SIGNALS", actor="system", trader=trader, obj=scan_run, payload={
+        "bar_ts": bar_ts, "regime": result.regime.label.value, "regime_score": round(float(result.regime.regime_score), 2),
+        "signals": [[s.symbol, round(float(s.final_score), 4), int(s.direction), _action(s, result)] for s in result.signals],
+    })
     rows = {}
     for s in result.signals:
         rows[s.symbol] = Signal.objects.create(

@@ -210,7 +210,7 @@ def strategy(request):
         profile = get_object_or_404(StrategyProfile, pk=request.POST.get("profile"))
         try:
             params = strategy_services.params_from_post(profile, request.POST)
-            diff = strategy_services.diff_params(profile.params, params)
+            diff = strategy_services.diff_params(strategy_services.full_params(profile), params)
             if request.POST.get("confirm") == "apply":
                 strategy_services.update_profile(profile=profile, params=params, user=request.user,
                                                  comment=request.POST.get("comment", "")[:200])
