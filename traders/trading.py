@@ -86,9 +86,15 @@ def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickRe
         if trader.last_tick_ts is not None and bar_ts <= trader.last_tick_ts:
             return TickReport(trader_id, bar_ts, "stale")
         if trader.mode == TraderMode.LIVE:
-            # LIVE execution is the runtime issue's; until then a LIVE trader only observes.
-            log_event(trader, "LIVE_NOT_EXECUTED", "LIVE execution is not enabled in this build; no order sent",
-                      level=EventLevel.WARN)
+            # Venue order routing (exactly-once client ids, reconciliation) is not built yet, so
+            # a LIVE trader places nothing: no simulated order may ever be booked as LIVE.
+            reason = "LIVE order routing is not available in this build; no order is placed"
+            if trader.status_reason != reason:
+                trader.status_reason = reason
+                log_event(trader, "LIVE_NOT_AVAILABLE", reason, level=EventLevel.WARN)
+            trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
+            trader.save(update_fields=["status_reason", "last_tick_ts", "last_tick_at"])
+            return TickReport(trader_id, bar_ts, "live-unavailable")
         report = _tick(trader, view, bar_ts)
         trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
         trader.save()

@@ -156,3 +156,24 @@ def test_running_trader_keeps_its_config_version(admin_user):
     update_profile(profile=std, params=params, user=admin_user)
     trader.refresh_from_db()
     assert trader.config_version.version == 1 and trader.config_version.params["entry_threshold"] == 70
+
+
+def test_live_trader_never_books_simulated_orders(admin_user, settings):
+    """Until venue routing exists, a LIVE trader's tick places nothing at all."""
+    from execution.models import Order
+    from traders import tasks
+    from traders.trading import run_tick
+
+    settings.QUANTWEB_SIM_WARMUP_BARS, settings.QUANTWEB_SIM_MARKETS = 400, 4
+    trader = make_trader(admin_user)
+    cred = Credential.objects.create(exchange="upbit", label="main", api_key="key-12345678", api_secret="secret-abcdefgh")
+    Trader.objects.filter(pk=trader.pk).update(credential=cred, mode=TraderMode.LIVE, status=TraderStatus.RUNNING,
+                                               exchange="sim")
+    tasks.collect_market_data(1_790_000_000.0)
+    from execution.marketdata import latest_bar
+
+    report = run_tick(trader.pk, latest_bar("sim"))
+    assert report.outcome == "live-unavailable"
+    assert not Order.objects.exists()
+    trader.refresh_from_db()
+    assert "not available" in trader.status_reason
