@@ -236,7 +236,7 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
         equity = _mark_to_market(trader, positions, view)
 
     # 6. Books, equity curve, action log.
-    equity = _mark_to_market(trader, positions, view)
+    equity = _mark_to_market(trader, positions, view, save=True)
     trader.equity = quantize_money(equity)
     if trader.equity > safety.peak_equity:
         safety.peak_equity = trader.equity
@@ -304,7 +304,8 @@ def _sync_plan_qty(position: Position) -> None:
         state["qty"] = float(position.qty)
 
 
-def _mark_to_market(trader, positions: dict[str, Position], view: MarketView) -> Decimal:
+def _mark_to_market(trader, positions: dict[str, Position], view: MarketView, *, save: bool = False) -> Decimal:
+    """Cash plus open positions at the last close (in memory; ``save`` writes the marks once)."""
     value = Decimal("0")
     for symbol, position in positions.items():
         price = view.last_price(symbol)
@@ -312,7 +313,8 @@ def _mark_to_market(trader, positions: dict[str, Position], view: MarketView) ->
             position.last_price = to_decimal(price)
         _sync_plan_qty(position)
         value += position.qty * (position.last_price or position.avg_entry)
-        position.save(update_fields=["last_price", "plan"])
+        if save:
+            position.save(update_fields=["last_price", "plan"])
     return trader.cash + value
 
 
