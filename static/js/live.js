@@ -105,7 +105,11 @@ window.quantweb = (function () {
     document.getElementById("profit-chart").dataset.points = String(
       chartData.traders.reduce(function (n, t) { return n + (chartData.series[t.id] || []).length; }, 0));
     connect({}, {
-      event: function (e) { prependLog(e); },
+      event: function (e) {
+        // A trader added after the page rendered: learn its name before its first equity point.
+        if (e.trader_id && e.trader && !names[e.trader_id]) names[e.trader_id] = e.trader;
+        prependLog(e);
+      },
       equity: function (p) {
         const s = ensureSeries(p.trader_id, names[p.trader_id]);
         if (p.ts < s.lastTime) return;
