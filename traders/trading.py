@@ -23,8 +23,17 @@ from execution.marketdata import MarketView, load_view
 from execution.models import Order, Position
 from execution.paper import PaperBroker, book_fill, order_from_request
 from quantweb.db import quantize_money, to_decimal
+from regime.engine.types import RegimeLabel
 from risk.engine.checks import CheckContext, ExchangeHealth, run_checklist
-from risk.engine.guard import GuardInputs, GuardState, evaluate, period_starts
+from risk.engine.guard import (
+    EMERGENCY_STOP,
+    PANIC_REGIME,
+    GuardInputs,
+    GuardState,
+    evaluate,
+    period_starts,
+    reset,
+)
 from risk.engine.portfolio import PortfolioState
 from risk.engine.positions import PositionState, manage_position
 from risk.engine.profiles import RiskProfile
@@ -140,7 +149,12 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
 
     # 4. Manage open positions [RK-5].
     atr = _atr(view, profile)
-    scores = {s.symbol: s.final_score for s in result.signals}
+    # [SC-4]: a held market is judged by its score on the held side; a signal that turned to the
+    # other side (or to none) scores 0 there, as in the aggregator's EXIT.
+    scores = {s.symbol: s.final_score if held.get(s.symbol) is s.direction else 0.0 for s in result.signals}
+    # A PANIC episode lasts as long as the guard's PANIC_REGIME trip, which holds through a
+    # flickering label, so a winner is reduced once per episode and not at every flicker [RK-5].
+    regime = RegimeLabel.PANIC if PANIC_REGIME in decision.codes else result.regime.label
     for symbol, position in list(positions.items()):
         i = view.candles.index(symbol)
         price = view.last_price(symbol)
@@ -150,7 +164,7 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
         update = manage_position(
             state, profile=profile, price=price, atr=float(atr[i]) if math.isfinite(atr[i]) else 0.0, now_ts=now_ts,
             high=float(view.candles.high[i, -1]), low=float(view.candles.low[i, -1]), score=scores.get(symbol),
-            regime=result.regime.label, liquidate_all=decision.liquidate_all or bool(safety.state.get("liquidate")),
+            regime=regime, liquidate_all=decision.liquidate_all or bool(safety.state.get("liquidate")),
             reduce_fraction=decision.reduce_fraction, reduce_code=decision.reduce_code or "GUARD_REDUCE",
             market=view.markets[symbol],
         )
@@ -252,7 +266,10 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
 
 
 def _book_fills(trader, order: Order, fills, positions: dict[str, Position], view: MarketView, *, reason: str) -> int:
-    position = order.position or positions.get(order.symbol)
+    # A resting order loaded from the database brings its own copy of the position; book against
+    # the copy this tick holds, or its later marks and saves would undo the fill.
+    held = positions.get(order.symbol)
+    position = held if held is not None and held.pk == order.position_id else order.position or held
     for fill in fills:
         if position is None:
             raise RuntimeError(f"fill {fill.trade_id} has no position to book against")
@@ -434,6 +451,14 @@ def _run_guard(trader, safety: TraderSafetyState, profile: RiskProfile, result: 
         emergency_stop=bool(safety.state.get("liquidate")),
     )
     previous = GuardState.from_dict(safety.state.get("guard"))
+    released = previous.trip(EMERGENCY_STOP)
+    if released is not None and not inputs.emergency_stop and not inputs.master_kill:
+        # The emergency stop clears by hand only [RK-4]: the operator releasing the master switch,
+        # once this trader's liquidation is done, is that reset.
+        previous = reset(previous, equity=inputs.equity, consecutive_losses=inputs.consecutive_losses,
+                         codes=(EMERGENCY_STOP,))
+    else:
+        released = None
     decision = evaluate(inputs, profile, previous)
     safety.trading_state = decision.trading_state.value
     safety.trips = [t.to_dict() for t in decision.trips]
@@ -445,7 +470,7 @@ def _run_guard(trader, safety: TraderSafetyState, profile: RiskProfile, result: 
         level = EventLevel.CRITICAL if trip.severity.value == "CRITICAL" else EventLevel.WARN
         log_event(trader, "GUARD_TRIP", f"{trip.code}: {trip.detail}", level=level, data=trip.to_dict())
         audit.record("GUARD_TRIP", actor="system", trader=trader, payload=trip.to_dict())
-    for trip in decision.cleared:
+    for trip in decision.cleared + ((released,) if released else ()):
         log_event(trader, "GUARD_CLEARED", f"{trip.code} cleared", data=trip.to_dict())
         audit.record("GUARD_CLEARED", actor="system", trader=trader, payload=trip.to_dict())
     paused = decision.trading_state.value != "ACTIVE"
