@@ -139,3 +139,6 @@ class AuditLogAdmin(ReadOnlyAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+
+from traders import admin_alerts  # noqa: E402,F401  (registers AlertSettings and AlertOutbox)

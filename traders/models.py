@@ -282,3 +282,6 @@ class EquitySnapshot(models.Model):
     @property
     def return_pct(self):
         return (self.equity - self.seed_money) / self.seed_money * 100
+
+
+from traders.models_alerts import AlertOutbox, AlertSettings  # noqa: E402,F401

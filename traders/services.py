@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from traders import audit, realtime
+from traders import alerts, audit, realtime
 from traders.models import (
     Credential,
     Event,
@@ -53,6 +53,7 @@ def log_event(trader: Trader | None, kind: str, message: str, *, level: str = Ev
         trader=trader, kind=kind, message=message[:500], level=level, data=audit.normalise_payload(data)
     )
     transaction.on_commit(lambda: realtime.publish(realtime.event_payload(event)))
+    alerts.on_event(event)  # queues a Telegram alert in this transaction; never raises [AL-1]
     return event
 
 
@@ -102,7 +103,8 @@ def create_trader(*, user, name: str, profile, seed_money: Decimal, credential: 
             "credential": credential.pk if credential else None,
         })
         log_event(trader, "TRADER_CREATED",
-                  f"{name} created with {profile.name} v{profile.current_version.version}, seed {seed_money:,}")
+                  f"{name} created with {profile.name} v{profile.current_version.version}, seed {seed_money:,}",
+                  data={"mode": trader.mode})
     return trader
 
 
@@ -230,13 +232,13 @@ def _apply_intent(intent: Intent) -> str:
     if kind == IntentKind.REMOVE:
         trader.removed_at = timezone.now()
         trader.save(update_fields=["removed_at"])
-        log_event(trader, "TRADER_REMOVED", f"{trader.name} removed (history kept)")
+        log_event(trader, "TRADER_REMOVED", f"{trader.name} removed (history kept)", data={"mode": trader.mode})
         return "removed"
     if kind == IntentKind.SET_MODE:
         old, trader.mode = trader.mode, intent.payload["mode"]
         trader.armed = False
         trader.save(update_fields=["mode", "armed"])
-        log_event(trader, "MODE_CHANGED", f"{trader.name}: {old} -> {trader.mode}")
+        log_event(trader, "MODE_CHANGED", f"{trader.name}: {old} -> {trader.mode}", data={"from": old, "to": trader.mode})
         return f"mode {trader.mode}"
     if kind == IntentKind.ARM:
         trader.armed, trader.armed_at, trader.armed_by = True, timezone.now(), user

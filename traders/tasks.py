@@ -42,6 +42,7 @@ def dispatch(now: float | None = None) -> dict:
         async_task("traders.tasks.tick_trader", trader_id, bar_ts, task_name=f"tick-{trader_id}-{bar_ts}",
                    group="ticks", q_options={"timeout": 50})
         queued += 1
+    async_task("traders.alerts.drain", q_options={"task_name": "alerts-drain", "group": "alerts", "save": False, "timeout": 45})
     return {"intents": intents, "bars": bars, "ticks_queued": queued}
 
 

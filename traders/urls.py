@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from traders import views
+from traders import views, views_alerts, views_metrics
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
@@ -16,4 +16,7 @@ urlpatterns = [
     path("config/", views.config, name="config"),
     path("config/credentials/<int:pk>/delete/", views.credential_delete, name="credential-delete"),
     path("config/audit-export/", views.audit_export, name="audit-export"),
+    path("config/alerts/", views_alerts.alert_settings, name="alert-settings"),
+    path("config/alerts/test/", views_alerts.alert_test, name="alert-test"),
+    path("metrics", views_metrics.metrics, name="metrics"),
 ]
