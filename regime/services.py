@@ -17,12 +17,18 @@ def _json_safe(inputs) -> dict:
 
 
 def store(exchange: str, bar_ts: int, state: RegimeState, true_label: str = "") -> MarketRegime:
-    row, _ = MarketRegime.objects.update_or_create(
+    from django.db import transaction
+
+    from traders import realtime
+
+    row, created = MarketRegime.objects.update_or_create(
         exchange=exchange, bar_ts=bar_ts,
         defaults={"label": state.label.value, "regime_score": float(state.regime_score),
                   "confidence": float(state.confidence), "inputs": _json_safe(state.inputs),
                   **({"true_label": true_label} if true_label else {})},
     )
+    if created:
+        transaction.on_commit(lambda: realtime.publish(realtime.regime_payload(row)))
     return row
 
 

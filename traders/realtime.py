@@ -43,6 +43,11 @@ def equity_payload(snapshot) -> dict:
     }
 
 
+def regime_payload(row) -> dict:
+    return {"stream": "regime", "id": row.pk, "exchange": row.exchange, "bar_ts": row.bar_ts, "label": row.label,
+            "regime_score": round(row.regime_score, 2), "confidence": round(row.confidence, 3), "inputs": row.inputs}
+
+
 def event_payload(event) -> dict:
     return {"stream": "event", **event.as_payload()}
 
@@ -74,6 +79,7 @@ class DatabaseRelay:
         self._task: asyncio.Task | None = None
         self.last_event_id: int | None = None
         self.last_equity_id: int | None = None
+        self.last_regime_ts: int | None = None
 
     def ensure_running(self) -> None:
         if settings.QUANTWEB_EVENT_RELAY != "db":
@@ -95,11 +101,13 @@ class DatabaseRelay:
 
     @database_sync_to_async
     def _fetch(self) -> list[dict]:
+        from regime.models import MarketRegime
         from traders.models import EquitySnapshot, Event
 
         if self.last_event_id is None:
             self.last_event_id = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
             self.last_equity_id = EquitySnapshot.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            self.last_regime_ts = MarketRegime.objects.order_by("-bar_ts").values_list("bar_ts", flat=True).first() or 0
             return []
         payloads = []
         events = list(Event.objects.select_related("trader").filter(id__gt=self.last_event_id).order_by("id")[:500])
@@ -110,6 +118,10 @@ class DatabaseRelay:
         if snaps:
             self.last_equity_id = snaps[-1].id
             payloads += [equity_payload(s) for s in snaps]
+        regime = MarketRegime.objects.filter(bar_ts__gt=self.last_regime_ts).order_by("-bar_ts").first()
+        if regime is not None:  # only the newest evaluation matters to a browser
+            self.last_regime_ts = regime.bar_ts
+            payloads.append(regime_payload(regime))
         return payloads
 
     async def _run(self) -> None:

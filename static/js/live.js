@@ -31,6 +31,8 @@ window.quantweb = (function () {
           state.seenEvents.add(data.id);
           state.lastEvent = Math.max(state.lastEvent, data.id);
           handlers.event && handlers.event(data);
+        } else if (data.stream === "regime") {
+          handlers.regime && handlers.regime(data);
         } else if (data.stream === "equity") {
           if (data.id <= state.lastEquity && handlers.initialEquityDone) return;
           state.lastEquity = Math.max(state.lastEquity, data.id);
@@ -78,6 +80,44 @@ window.quantweb = (function () {
     return out;
   }
 
+  function bump(id, delta) {
+    const el = document.getElementById(id);
+    if (el) el.textContent = String(Math.max(0, Number(el.textContent || 0) + delta));
+  }
+
+  function updateCounts(e) {
+    const mode = (e.data && (e.data.mode || e.data.to)) || "PAPER";
+    const key = function (m) { return m === "LIVE" ? "count-live" : "count-paper"; };
+    if (e.kind === "TRADER_CREATED") { bump("count-total", 1); bump(key(mode), 1); }
+    else if (e.kind === "TRADER_REMOVED") { bump("count-total", -1); bump(key(mode), -1); }
+    else if (e.kind === "MODE_CHANGED" && e.data && e.data.from !== e.data.to) { bump(key(e.data.from), -1); bump(key(e.data.to), 1); }
+  }
+
+  function updateRegime(r) {
+    const label = document.getElementById("regime-label");
+    if (!label) return;
+    label.textContent = r.label;
+    label.className = "big regime-" + r.label;
+    const score = document.getElementById("regime-score");
+    if (score) score.textContent = Math.round(r.regime_score);
+    const inputs = document.getElementById("regime-inputs");
+    if (inputs) {
+      inputs.innerHTML = "";
+      Object.keys(r.inputs || {}).forEach(function (k) {
+        const tr = document.createElement("tr");
+        const th = document.createElement("th"); th.textContent = k;
+        const td = document.createElement("td");
+        const v = r.inputs[k];
+        td.textContent = v === null ? "—" : Number(v).toFixed(4);
+        tr.appendChild(th); tr.appendChild(td); inputs.appendChild(tr);
+      });
+    }
+    const meta = document.getElementById("regime-meta");
+    if (meta) meta.hidden = false;
+    const conf = document.getElementById("regime-confidence");
+    if (conf) conf.textContent = Number(r.confidence).toFixed(2);
+  }
+
   function dashboard() {
     const chartData = JSON.parse(document.getElementById("chart-data").textContent);
     const chart = baseChart(document.getElementById("profit-chart"));
@@ -108,8 +148,10 @@ window.quantweb = (function () {
       event: function (e) {
         // A trader added after the page rendered: learn its name before its first equity point.
         if (e.trader_id && e.trader && !names[e.trader_id]) names[e.trader_id] = e.trader;
+        updateCounts(e);
         prependLog(e);
       },
+      regime: updateRegime,
       equity: function (p) {
         const s = ensureSeries(p.trader_id, names[p.trader_id]);
         if (p.ts < s.lastTime) return;
