@@ -1,0 +1,215 @@
+"""Backtest benchmarks [BT-5]/issue 8 item 6; prints JSON.
+
+    .venv/bin/python bench/backtest.py [--bars 525600] [--fast 10] [--slow 30] [--repeats 7]
+                                       [--bt-repeats 1] [--part reference]
+
+Part (a), ``reference``: the reference SMA crossover (``strategies.engine.backtest.reference``)
+on one year of one-minute bars of ONE simulated market (``SimMarket``, seed 7: 525,600 bars),
+timed in the same run, on the same arrays, against backtesting.py and vectorbt configured the
+same way (docs/backtesting.md; the same configuration as tests/strategies/
+test_backtest_reference.py). Each engine goes from in-memory prices to the equity curve and the
+trade list:
+
+* ours: ``sma_cross`` (SMAs, signals, fills, equity curve, trade columns);
+* vectorbt: ``MA.run`` x2, ``ma_crossed_above/below``, ``Portfolio.from_signals``, ``value()``,
+  ``trades.records``; "cold" is the first call in the process (numba compilation or loading
+  numba's on-disk cache), "warm" the later calls;
+* backtesting.py: ``FractionalBacktest(...)`` + ``run()`` (its run also computes its stats).
+
+Building the pandas inputs of the libraries is outside the timers. Warm timings are the best
+(minimum) of ``--repeats`` runs, the least noisy estimate on a shared machine; medians are
+printed too. Targets: >= 10x backtesting.py, within 2x of vectorbt warm
+(``ours_seconds <= 2 * vectorbt_warm_seconds``).
+
+Part (b), the full pipeline on 100 markets x 30 days, is another runner to add to ``PARTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from execution.engine.sim import SimConfig, SimMarket  # noqa: E402
+from strategies.engine.backtest.reference import sma_cross  # noqa: E402
+from strategies.engine.backtest.report import compute_report  # noqa: E402
+
+FEE = 0.0005
+CASH = 10_000_000.0
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def _speed(bars: int, times: list[float]) -> dict[str, float]:
+    best = min(times)
+    return {"seconds": round(best, 5), "median_seconds": round(statistics.median(times), 5),
+            "runs": len(times), "bars_per_second": round(bars / best, 1)}
+
+
+def _vectorbt_runner(ts: np.ndarray, open_: np.ndarray, close: np.ndarray, fast: int, slow: int):
+    import vectorbt as vbt
+
+    index = pd.to_datetime(ts, unit="s")          # tz-naive UTC: a tz-aware index is ~100x slower
+    close_s = pd.Series(close, index=index)
+    open_s = pd.Series(open_, index=index)
+
+    def run() -> tuple[int, float]:
+        ma_fast = vbt.MA.run(close_s, fast)
+        ma_slow = vbt.MA.run(close_s, slow)
+        entries = ma_fast.ma_crossed_above(ma_slow).to_numpy()
+        exits = ma_fast.ma_crossed_below(ma_slow).to_numpy()
+        entries = np.concatenate(([False], entries[:-1]))        # decide at close, fill next open
+        exits = np.concatenate(([False], exits[:-1]))
+        pf = vbt.Portfolio.from_signals(close_s, entries, exits, price=open_s, fees=FEE, init_cash=CASH,
+                                        size=np.inf, direction="longonly", accumulate=False)
+        pf.value()
+        return len(pf.trades.records), float(pf.final_value())
+
+    return run
+
+
+def _backtesting_py_runner(ts: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                           v: np.ndarray, fast: int, slow: int):
+    from backtesting import Strategy
+    from backtesting.lib import FractionalBacktest
+
+    def sma_indicator(x: np.ndarray, n: int) -> pd.Series:
+        return pd.Series(x).rolling(n).mean()
+
+    class SmaCross(Strategy):
+        def init(self) -> None:
+            self.sma_fast = self.I(sma_indicator, self.data.Close, fast)
+            self.sma_slow = self.I(sma_indicator, self.data.Close, slow)
+            self.side = 0
+
+        def next(self) -> None:
+            prev = self.sma_fast[-2] - self.sma_slow[-2]
+            if prev > 0:
+                self.side = 1
+            elif prev < 0:
+                self.side = -1
+            d = self.sma_fast[-1] - self.sma_slow[-1]
+            if d > 0 and self.side < 0 and not self.position:
+                self.buy()
+            elif d < 0 and self.side > 0 and self.position:
+                self.position.close()
+
+    data = pd.DataFrame({"Open": o, "High": h, "Low": lo, "Close": c, "Volume": v},
+                        index=pd.to_datetime(ts, unit="s"))
+
+    def run() -> tuple[int, float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bt = FractionalBacktest(data, SmaCross, cash=CASH, commission=FEE, trade_on_close=False,
+                                    exclusive_orders=True, finalize_trades=False, fractional_unit=2.0**-30)
+            stats = bt.run()
+        open_trades = int(stats["_strategy"].position.size != 0)
+        return int(stats["# Trades"]) + open_trades, float(stats["Equity Final [$]"])
+
+    return run
+
+
+def bench_reference(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    hist = SimMarket(SimConfig(seed=7, n_markets=1)).generate(args.bars)
+    gen_seconds = time.perf_counter() - t0
+    cd = hist.candles
+    ts, o, h, lo, c, v = cd.ts, cd.open[0], cd.high[0], cd.low[0], cd.close[0], cd.volume[0]
+    bars = len(ts)
+    out: dict[str, Any] = {"bars": bars, "timeframe": cd.timeframe, "fast": args.fast, "slow": args.slow,
+                           "fee": FEE, "cash": CASH, "sim_generate_seconds": round(gen_seconds, 3)}
+
+    def ours() -> Any:
+        return sma_cross(o, c, args.fast, args.slow, FEE, CASH, ts=ts)
+
+    cold, result = _timed(ours, 1)
+    warm, result = _timed(ours, args.repeats)
+    out["ours"] = {"cold_seconds": round(cold[0], 5), **_speed(bars, warm),
+                   "trades": len(result.trades), "final_equity": result.final_equity}
+    t0 = time.perf_counter()
+    compute_report(result.equity, ts, result.trades, initial_equity=CASH, position_value=result.position_value,
+                   traded_value=result.traded_value)
+    out["ours"]["report_seconds"] = round(time.perf_counter() - t0, 5)
+
+    try:
+        run_vbt = _vectorbt_runner(ts, o, c, args.fast, args.slow)
+    except ImportError as exc:
+        out["vectorbt"] = {"error": f"not installed: {exc}"}
+    else:
+        import vectorbt
+
+        cold, _ = _timed(run_vbt, 1)
+        warm, (n, final) = _timed(run_vbt, args.repeats)
+        out["vectorbt"] = {"version": vectorbt.__version__, "cold_seconds": round(cold[0], 4),
+                           **_speed(bars, warm), "trades": n, "final_equity": final}
+
+    try:
+        run_bt = _backtesting_py_runner(ts, o, h, lo, c, v, args.fast, args.slow)
+    except ImportError as exc:
+        out["backtesting_py"] = {"error": f"not installed: {exc}"}
+    else:
+        import backtesting
+
+        times, (n, final) = _timed(run_bt, args.bt_repeats)
+        out["backtesting_py"] = {"version": backtesting.__version__, **_speed(bars, times), "trades": n,
+                                 "final_equity": final}
+
+    ours_s = out["ours"]["seconds"]
+    ratios: dict[str, Any] = {}
+    for name in ("backtesting_py", "vectorbt"):
+        ref = out[name]
+        if "seconds" not in ref:
+            continue
+        ratios[f"speedup_vs_{name}"] = round(ref["seconds"] / ours_s, 2)
+        ratios[f"same_trades_as_{name}"] = ref["trades"] == out["ours"]["trades"]
+        ratios[f"final_equity_rel_diff_vs_{name}"] = float(f"{out['ours']['final_equity'] / ref['final_equity'] - 1:.3g}")
+    if "speedup_vs_backtesting_py" in ratios:
+        ratios["target_10x_backtesting_py"] = ratios["speedup_vs_backtesting_py"] >= 10
+    if "speedup_vs_vectorbt" in ratios:
+        ratios["target_within_2x_vectorbt_warm"] = ratios["speedup_vs_vectorbt"] >= 0.5
+    out["ratios"] = ratios
+    return out
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "reference": bench_reference,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", nargs="*", choices=sorted(PARTS), default=sorted(PARTS))
+    parser.add_argument("--bars", type=int, default=525_600, help="one-minute bars (default: one year)")
+    parser.add_argument("--fast", type=int, default=10)
+    parser.add_argument("--slow", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=7, help="warm runs of ours and vectorbt (best is reported)")
+    parser.add_argument("--bt-repeats", type=int, default=1, help="runs of backtesting.py")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
+                              "numpy": np.__version__, "pandas": pd.__version__}
+    for part in args.part:
+        result[part] = PARTS[part](args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
