@@ -30,6 +30,7 @@ from risk.engine.guard import (
     PANIC_REGIME,
     GuardInputs,
     GuardState,
+    Severity,
     evaluate,
     period_starts,
     reset,
@@ -158,7 +159,7 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
     for symbol, position in list(positions.items()):
         i = view.candles.index(symbol)
         price = view.last_price(symbol)
-        if not math.isfinite(price):
+        if not math.isfinite(price) or position.plan.get("dust"):
             continue
         state = PositionState.from_dict(position.plan["state"])
         update = manage_position(
@@ -182,6 +183,20 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
             fills = broker.submit(order, request)
             report.fills += _book_fills(trader, order, fills, positions, view, reason=intent.reason_code)
             report.exits += 1
+            if order.status == Order.Status.REJECTED and order.error == "below_min_notional":
+                # Dust: worth less than the venue's minimum order, it cannot be sold. It stays on
+                # the books (and in equity) but is no longer managed, so it cannot loop.
+                position.plan = {**position.plan, "dust": True}
+                position.save(update_fields=["plan"])
+                log_event(trader, "DUST", f"{symbol}: {position.qty} left is below the minimum order; kept, not managed",
+                          level=EventLevel.WARN, data={"position": position.pk})
+            elif order.status != Order.Status.FILLED and position.qty > 0:
+                # The book could not take it all (or the venue refused): let the manager ask again
+                # next tick instead of leaving the position marked as closing forever.
+                _reopen_for_exit(position)
+                log_event(trader, "EXIT_INCOMPLETE", f"{symbol}: {intent.reason_code} filled {order.filled_qty} of {qty} "
+                          f"({order.status}{': ' + order.error if order.error else ''}); retrying next tick",
+                          level=EventLevel.WARN, data={"client_order_id": request.client_order_id})
             log_event(trader, "EXIT", f"{symbol}: {intent.reason_code} sell {qty} -> {order.status}",
                       data={"client_order_id": request.client_order_id, "reason": intent.reason_code,
                             "filled": str(order.filled_qty), "avg_price": str(order.avg_price)})
@@ -299,6 +314,14 @@ def _open_position(trader, sig, sizing, result: ScanResult, bar_ts: int) -> Posi
     audit.record("POSITION_OPENED", actor="system", trader=trader, obj=position,
                  payload={"symbol": sig.symbol, "stop": sizing.stop_price, "planned_qty": sizing.qty})
     return position
+
+
+def _reopen_for_exit(position: Position) -> None:
+    state = dict(position.plan.get("state") or {})
+    state["closing"] = False
+    state["qty"] = float(position.qty)
+    position.plan = {**position.plan, "state": state}
+    position.save(update_fields=["plan"])
 
 
 def _close_if_unfilled(order: Order, positions: dict[str, Position]) -> None:
@@ -467,7 +490,8 @@ def _run_guard(trader, safety: TraderSafetyState, profile: RiskProfile, result: 
     safety.consecutive_losses = inputs.consecutive_losses
     safety.save()
     for trip in decision.new_trips:
-        level = EventLevel.CRITICAL if trip.severity.value == "CRITICAL" else EventLevel.WARN
+        # A trip that forces selling is critical; one that only stops new entries is a warning.
+        level = EventLevel.WARN if trip.severity is Severity.HALT else EventLevel.CRITICAL
         log_event(trader, "GUARD_TRIP", f"{trip.code}: {trip.detail}", level=level, data=trip.to_dict())
         audit.record("GUARD_TRIP", actor="system", trader=trader, payload=trip.to_dict())
     for trip in decision.cleared + ((released,) if released else ()):
