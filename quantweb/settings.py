@@ -120,7 +120,7 @@ DATABASES = {"default": _database()}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     # MariaDB ignores conditional unique constraints (one open position per market, unique
     # active trader names); the services enforce both under the trader's row lock.
-    SILENCED_SYSTEM_CHECKS = ["models.W036"]
+    SILENCED_SYSTEM_CHECKS = ["models.W036", "models.W037"]  # W037: django-q2's conditional index
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

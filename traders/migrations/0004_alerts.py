@@ -66,7 +66,6 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name': 'alert settings',
                 'verbose_name_plural': 'alert settings',
-                'constraints': [models.CheckConstraint(condition=models.Q(('id', 1)), name='alertsettings_singleton')],
             },
         ),
     ]
