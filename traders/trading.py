@@ -142,7 +142,7 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
                   leader_history=view.leader_history)
     duration_ms = (time.perf_counter() - started) * 1000
     trader.scan_state = {**trader.scan_state, "ema": result.ema_state}
-    scan_run, signal_rows = _store_scan(trader, view, bar_ts, result, duration_ms, ema_in, held)
+    scan_run, signal_rows = _store_scan(trader, view, bar_ts, result, duration_ms, ema_in, held, profile)
 
     # 3. Runtime guard [RK-4].
     equity = _mark_to_market(trader, positions, view)
@@ -402,14 +402,16 @@ def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict
 
 
 def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, duration_ms: float, ema_in: dict,
-                held: dict):
+                held: dict, profile: RiskProfile):
     from regime import services as regime_services
 
     regime_row = regime_services.store(view.exchange, bar_ts, result.regime)
     scan_run = ScanRun.objects.create(
         trader=trader, exchange=view.exchange, bar_ts=bar_ts, duration_ms=duration_ms, n_markets=len(result.symbols),
         n_candidates=len(result.screen.symbols), regime=regime_row,
-        inputs=scan_inputs(view, ema_in, held, trader.config_version.params),
+        inputs={**scan_inputs(view, ema_in, held, trader.config_version.params),
+                # The exact profile this tick ran with (AI MODE merges the live model's values).
+                "effective_profile": profile.to_dict()},
     )
     FeatureSnapshot.objects.bulk_create([
         FeatureSnapshot(scan_run=scan_run, symbol=s.symbol, bar_ts=bar_ts, price=view.last_price(s.symbol),

@@ -152,3 +152,33 @@ def test_scans_stored_before_flags_and_checksum_still_recompute(scanned):
     rows = compare(signal, recomputed)
     assert "candles_checksum" not in {r["field"] for r in rows}
     assert all(r["match"] for r in rows)
+
+
+def test_ai_mode_scan_recomputes_after_the_live_model_changes(db, settings):
+    """AI MODE runs with the live model's parameters; the scan stores the effective profile, so
+    a later model change does not change the explanation."""
+    from strategies.models import ModelStatus, ModelVersion
+
+    settings.QUANTWEB_SIM_WARMUP_BARS, settings.QUANTWEB_SIM_MARKETS, settings.QUANTWEB_SIM_SEED = 1600, 12, 7
+    marketdata._view_cache.clear()
+    user = staff_user(username="boss")
+    live = ModelVersion.objects.create(name="m1", params={"entry_threshold": 30.0, "exit_threshold": 15.0,
+                                                          "risk_multiplier": 1.3}, status=ModelStatus.LIVE_ARMED)
+    trader = create_trader(user=user, name="ai", profile=StrategyProfile.objects.get(key="AI_MODE"),
+                           seed_money=Decimal("10000000"))
+    request_intent(user=user, kind=IntentKind.START, trader=trader)
+    process_intents()
+    now = T0
+    tasks.collect_market_data(now)
+    for _ in range(3):
+        now += 60
+        tasks.collect_market_data(now)
+        assert run_tick(trader.pk, marketdata.latest_bar("sim")).outcome == "ok"
+    stored = trader.scan_runs.first().inputs["effective_profile"]
+    assert stored["risk_multiplier"] == 1.3 and stored["name"] == "AI_MODE"
+    ModelVersion.objects.filter(pk=live.pk).update(params={"entry_threshold": 90.0, "exit_threshold": 10.0,
+                                                           "risk_multiplier": 0.5})
+    signals = list(Signal.objects.filter(trader=trader))
+    assert signals
+    for signal in signals:
+        assert all(row["match"] for row in compare(signal)), signal.pk
