@@ -76,7 +76,10 @@ def dashboard(request):
         "traders": [{"id": t.id, "name": t.name} for t in traders],
         "series": _equity_series([t.id for t in traders]),
     }
+    from traders.metrics import dashboard_metrics
+
     return render(request, "traders/dashboard.html", {
+        "metrics": dashboard_metrics(),
         "regime": MarketRegime.objects.order_by("-bar_ts").first(),
         "counts": counts,
         "traders": traders,
