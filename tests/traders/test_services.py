@@ -177,3 +177,10 @@ def test_live_trader_never_books_simulated_orders(admin_user, settings):
     assert not Order.objects.exists()
     trader.refresh_from_db()
     assert "not available" in trader.status_reason
+
+
+def test_epoch_filter():
+    from traders.templatetags.quantweb_tags import epoch
+
+    assert epoch(1_790_000_040) == "09-21 14:14"
+    assert epoch("junk") == ""
