@@ -109,7 +109,7 @@ def test_operator_flow(chromium_path, live_platform, context, screenshot):
     # -- run mode PAPER + APPLY, confirmed --------------------------------------------------
     row.locator("select[name=mode]").select_option("PAPER")
     confirm(ops, row.locator("form[action$='/mode/'] button[type=submit]"), apply=True)
-    ops.wait_for_selector(".messages li.success")
+    ops.wait_for_selector(".messages li.success:has-text('Set run mode: requested')")
     dash.wait_for_function(log_has("MODE_CHANGED", TRADER), timeout=EXPECT_TIMEOUT)  # the worker applied it
 
     # -- RUN: CANCEL changes nothing, APPLY starts it ---------------------------------------
@@ -121,7 +121,7 @@ def test_operator_flow(chromium_path, live_platform, context, screenshot):
     assert plat.query("select count(*) from traders_intent where kind = 'START'")[0][0] == 0
     assert log_count(dash, "TRADER_STARTED") == 0
     confirm(ops, row.locator("button.run"), apply=True)
-    ops.wait_for_selector(".messages li.success")
+    ops.wait_for_selector(".messages li.success:has-text('Start: requested')")
     assert plat.query("select count(*) from traders_intent where kind = 'START'")[0][0] == 1
     dash.wait_for_function(log_has("TRADER_STARTED", TRADER), timeout=EXPECT_TIMEOUT)
 
@@ -163,7 +163,7 @@ def test_operator_flow(chromium_path, live_platform, context, screenshot):
     ops.goto(plat.url + "/traders/")
     row = ops.locator("#traders-table tr[data-trader]", has_text=TRADER)
     confirm(ops, row.locator("button.stop"), apply=True)
-    ops.wait_for_selector(".messages li.success")
+    ops.wait_for_selector(".messages li.success:has-text('Stop: requested')")
     dash.wait_for_function(log_has("TRADER_STOPPED", TRADER), timeout=EXPECT_TIMEOUT)
     assert plat.query("select status from traders_trader") == [("stopped",)]
 
