@@ -11,6 +11,8 @@ never contain API keys or secrets.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
@@ -100,3 +102,20 @@ class Exchange(Protocol):
     def open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
 
     def my_trades(self, symbol: str, since: int | None = None) -> list[Fill]: ...
+
+
+def recover_order(exchange: Exchange, symbol: str, client_order_id: str, cause: str, *, attempts: int,
+                  delay: float, sleep: Callable[[float], None], log: logging.Logger) -> OrderState:
+    """After a create/cancel call that may have reached the venue, look the order up by its
+    client order id instead of sending it again [EX-4]. Raises AmbiguousOrderError when the
+    venue still does not know it: the caller must reconcile before trading that market."""
+    for attempt in range(attempts):
+        sleep(delay * (attempt + 1))
+        try:
+            return exchange.fetch_order(symbol, client_order_id)
+        except OrderNotFoundError:
+            log.info("%s: %s not found yet (lookup %d/%d)", exchange.name, client_order_id, attempt + 1, attempts)
+        except TransientExchangeError as exc:
+            log.warning("%s: lookup of %s failed: %s", exchange.name, client_order_id, exc)
+    raise AmbiguousOrderError(f"{cause}; order {client_order_id} not found after {attempts} "
+                              "lookups: reconcile by client order id before trading this symbol")

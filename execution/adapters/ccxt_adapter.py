@@ -39,6 +39,7 @@ from execution.adapters.base import (
     OrderNotFoundError,
     RateLimitedError,
     TransientExchangeError,
+    recover_order,
 )
 from execution.adapters.http import Redactor
 from execution.engine.precision import OrderPrecisionError, apply_precision
@@ -424,17 +425,8 @@ class CcxtExchange:
         return state
 
     def _recover(self, symbol: str, client_order_id: str, cause: str) -> OrderState:
-        for attempt in range(self._lookup_attempts):
-            self._sleep(self._lookup_delay * (attempt + 1))
-            try:
-                return self.fetch_order(symbol, client_order_id)
-            except OrderNotFoundError:
-                logger.info("%s: %s not found yet (lookup %d/%d)", self.name, client_order_id, attempt + 1,
-                            self._lookup_attempts)
-            except TransientExchangeError as exc:
-                logger.warning("%s: lookup of %s failed: %s", self.name, client_order_id, exc)
-        raise AmbiguousOrderError(f"{cause}; order {client_order_id} not found after {self._lookup_attempts} "
-                                  "lookups: reconcile by client order id before trading this symbol")
+        return recover_order(self, symbol, client_order_id, cause, attempts=self._lookup_attempts,
+                             delay=self._lookup_delay, sleep=self._sleep, log=logger)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderState]:
         self._require_keys("open_orders")
