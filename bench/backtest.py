@@ -32,7 +32,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from execution.engine.sim import SimConfig, SimMarket  # noqa: E402
+from strategies import crosscheck  # noqa: E402
 from strategies.engine.backtest.reference import sma_cross  # noqa: E402
 from strategies.engine.backtest.report import compute_report  # noqa: E402
 
@@ -63,69 +63,6 @@ def _speed(bars: int, times: list[float]) -> dict[str, float]:
     best = min(times)
     return {"seconds": round(best, 5), "median_seconds": round(statistics.median(times), 5),
             "runs": len(times), "bars_per_second": round(bars / best, 1)}
-
-
-def _vectorbt_runner(ts: np.ndarray, open_: np.ndarray, close: np.ndarray, fast: int, slow: int):
-    import vectorbt as vbt
-
-    index = pd.to_datetime(ts, unit="s")          # tz-naive UTC: a tz-aware index is ~100x slower
-    close_s = pd.Series(close, index=index)
-    open_s = pd.Series(open_, index=index)
-
-    def run() -> tuple[int, float]:
-        ma_fast = vbt.MA.run(close_s, fast)
-        ma_slow = vbt.MA.run(close_s, slow)
-        entries = ma_fast.ma_crossed_above(ma_slow).to_numpy()
-        exits = ma_fast.ma_crossed_below(ma_slow).to_numpy()
-        entries = np.concatenate(([False], entries[:-1]))        # decide at close, fill next open
-        exits = np.concatenate(([False], exits[:-1]))
-        pf = vbt.Portfolio.from_signals(close_s, entries, exits, price=open_s, fees=FEE, init_cash=CASH,
-                                        size=np.inf, direction="longonly", accumulate=False)
-        pf.value()
-        return len(pf.trades.records), float(pf.final_value())
-
-    return run
-
-
-def _backtesting_py_runner(ts: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
-                           v: np.ndarray, fast: int, slow: int):
-    from backtesting import Strategy
-    from backtesting.lib import FractionalBacktest
-
-    def sma_indicator(x: np.ndarray, n: int) -> pd.Series:
-        return pd.Series(x).rolling(n).mean()
-
-    class SmaCross(Strategy):
-        def init(self) -> None:
-            self.sma_fast = self.I(sma_indicator, self.data.Close, fast)
-            self.sma_slow = self.I(sma_indicator, self.data.Close, slow)
-            self.side = 0
-
-        def next(self) -> None:
-            prev = self.sma_fast[-2] - self.sma_slow[-2]
-            if prev > 0:
-                self.side = 1
-            elif prev < 0:
-                self.side = -1
-            d = self.sma_fast[-1] - self.sma_slow[-1]
-            if d > 0 and self.side < 0 and not self.position:
-                self.buy()
-            elif d < 0 and self.side > 0 and self.position:
-                self.position.close()
-
-    data = pd.DataFrame({"Open": o, "High": h, "Low": lo, "Close": c, "Volume": v},
-                        index=pd.to_datetime(ts, unit="s"))
-
-    def run() -> tuple[int, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bt = FractionalBacktest(data, SmaCross, cash=CASH, commission=FEE, trade_on_close=False,
-                                    exclusive_orders=True, finalize_trades=False, fractional_unit=2.0**-30)
-            stats = bt.run()
-        open_trades = int(stats["_strategy"].position.size != 0)
-        return int(stats["# Trades"]) + open_trades, float(stats["Equity Final [$]"])
-
-    return run
 
 
 def bench_reference(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +88,11 @@ def bench_reference(args: argparse.Namespace) -> dict[str, Any]:
     out["ours"]["report_seconds"] = round(time.perf_counter() - t0, 5)
 
     try:
-        run_vbt = _vectorbt_runner(ts, o, c, args.fast, args.slow)
+        vbt_run = crosscheck.vectorbt_runner(ts, o, c, args.fast, args.slow, FEE, CASH)
+
+        def run_vbt() -> tuple[int, float]:
+            r = vbt_run()
+            return r.trades, r.final_equity
     except ImportError as exc:
         out["vectorbt"] = {"error": f"not installed: {exc}"}
     else:
@@ -163,7 +104,11 @@ def bench_reference(args: argparse.Namespace) -> dict[str, Any]:
                            **_speed(bars, warm), "trades": n, "final_equity": final}
 
     try:
-        run_bt = _backtesting_py_runner(ts, o, h, lo, c, v, args.fast, args.slow)
+        bt_run = crosscheck.backtesting_py_runner(ts, o, h, lo, c, v, args.fast, args.slow, FEE, CASH)
+
+        def run_bt() -> tuple[int, float]:
+            r = bt_run()
+            return r.trades, r.final_equity
     except ImportError as exc:
         out["backtesting_py"] = {"error": f"not installed: {exc}"}
     else:

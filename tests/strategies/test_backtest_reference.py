@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from io import StringIO
 from types import ModuleType
@@ -24,6 +23,7 @@ from django.core.management.base import CommandError
 
 from execution.adapters.replay import read_candle_file
 from execution.engine.validation import OhlcvSeries, clean_ohlcv
+from strategies import crosscheck
 from strategies.engine.backtest.reference import crossings, run_long_only, sma, sma_cross
 from strategies.engine.backtest.report import compute_report, drawdown
 from tests.conftest import in_ci, require_shared_data
@@ -52,74 +52,18 @@ def load(relative: str) -> OhlcvSeries:
 
 
 def run_backtesting_py(s: OhlcvSeries, fast: int, slow: int, fee: float = FEE, cash: float = CASH):
-    """backtesting.py: next-open fills, commission per side, all cash in fractional units.
-
-    ``FractionalBacktest`` trades whole units of ``fractional_unit``; a power of two keeps the
-    price scaling exact, so its SMA (pandas rolling mean, like the reference) sees the same ties.
-    ``backtesting.lib.crossover`` is strict on two consecutive bars and misses a cross through
-    an exact tie, so the strategy tracks the side of the last non-zero difference itself.
-    """
-    backtesting = require_module("backtesting")
-    lib = require_module("backtesting.lib")
-
-    def sma_indicator(x: np.ndarray, n: int) -> pd.Series:
-        return pd.Series(x).rolling(n).mean()
-
-    class SmaCross(backtesting.Strategy):
-        fast = 10
-        slow = 30
-
-        def init(self) -> None:
-            self.sma_fast = self.I(sma_indicator, self.data.Close, self.fast)
-            self.sma_slow = self.I(sma_indicator, self.data.Close, self.slow)
-            self.side = 0
-
-        def next(self) -> None:
-            prev = self.sma_fast[-2] - self.sma_slow[-2]
-            if prev > 0:
-                self.side = 1
-            elif prev < 0:
-                self.side = -1
-            d = self.sma_fast[-1] - self.sma_slow[-1]
-            if d > 0 and self.side < 0 and not self.position:
-                self.buy()                       # size: all available cash
-            elif d < 0 and self.side > 0 and self.position:
-                self.position.close()
-
-    data = pd.DataFrame({"Open": s.open, "High": s.high, "Low": s.low, "Close": s.close,
-                         "Volume": np.nan_to_num(s.volume)}, index=pd.to_datetime(s.ts, unit="s"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")       # "some trades remain open", progress bar notes
-        bt = lib.FractionalBacktest(data, SmaCross, cash=cash, commission=fee, trade_on_close=False,
-                                    exclusive_orders=True, finalize_trades=False, fractional_unit=2.0**-30)
-        stats = bt.run(fast=fast, slow=slow)
-    trades = stats["_trades"]
-    bars = list(zip(trades["EntryBar"].astype(int).tolist(), trades["ExitBar"].astype(int).tolist(), strict=True))
-    return bars, float(stats["Equity Final [$]"]), stats["_equity_curve"]["Equity"].to_numpy()
+    """backtesting.py configured as strategies.crosscheck documents."""
+    require_module("backtesting")
+    result = crosscheck.backtesting_py_runner(s.ts, s.open, s.high, s.low, s.close, s.volume, fast, slow, fee, cash)()
+    return result.closed, result.final_equity, result.equity
 
 
 def run_vectorbt(s: OhlcvSeries, fast: int, slow: int, fee: float = FEE, cash: float = CASH,
                  signals: tuple[np.ndarray, np.ndarray] | None = None):
-    """vectorbt: its own MA and crossings (unless ``signals`` are given), shifted one bar so the
-    order executes on the next bar at ``price=open``; all cash (``size=np.inf``), long only."""
-    vbt = require_module("vectorbt")
-    index = pd.to_datetime(s.ts, unit="s")      # tz-naive UTC: a tz-aware index is very slow in vbt
-    close = pd.Series(s.close, index=index)
-    if signals is None:
-        ma_fast = vbt.MA.run(close, fast)
-        ma_slow = vbt.MA.run(close, slow)
-        entries = ma_fast.ma_crossed_above(ma_slow).to_numpy()
-        exits = ma_fast.ma_crossed_below(ma_slow).to_numpy()
-    else:
-        entries, exits = signals
-    entries = np.concatenate(([False], entries[:-1]))
-    exits = np.concatenate(([False], exits[:-1]))
-    pf = vbt.Portfolio.from_signals(close, entries, exits, price=pd.Series(s.open, index=index), fees=fee,
-                                    init_cash=cash, size=np.inf, direction="longonly", accumulate=False)
-    rec = pf.trades.records
-    closed = rec[rec["status"] == 1]
-    bars = list(zip(closed["entry_idx"].astype(int).tolist(), closed["exit_idx"].astype(int).tolist(), strict=True))
-    return bars, float(pf.final_value()), pf.value().to_numpy()
+    """vectorbt configured as strategies.crosscheck documents."""
+    require_module("vectorbt")
+    result = crosscheck.vectorbt_runner(s.ts, s.open, s.close, fast, slow, fee, cash, signals=signals)()
+    return result.closed, result.final_equity, result.equity
 
 
 REAL_FILES = [
