@@ -1,0 +1,3 @@
+"""REST routes for backtests (included from quantweb/api_urls.py)."""
+
+urlpatterns: list = []

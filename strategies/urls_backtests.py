@@ -1,0 +1,3 @@
+"""Pages under STRATEGY for backtests (included from quantweb/urls.py)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Pages under STRATEGY for learning (included from quantweb/urls.py)."""
+
+urlpatterns: list = []
