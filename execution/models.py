@@ -197,3 +197,5 @@ class MarketSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exchange}:{self.symbol} @ {self.ts}"
+
+from execution.models_quality import *  # noqa: E402,F401,F403

@@ -195,3 +195,5 @@ class BanditState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.regime}/{self.module} a={self.alpha:.1f} b={self.beta:.1f}"
+
+from strategies.models_backtest import *  # noqa: E402,F401,F403

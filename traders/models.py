@@ -285,3 +285,4 @@ class EquitySnapshot(models.Model):
 
 
 from traders.models_alerts import AlertOutbox, AlertSettings  # noqa: E402,F401
+from traders.models_runbook import *  # noqa: E402,F401,F403

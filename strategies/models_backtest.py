@@ -1,0 +1,1 @@
+"""Stored backtest runs [BT-4] (imported by strategies.models)."""
