@@ -10,8 +10,12 @@ bar is recorded so the regime engine can be scored against it. The model (see
   ``TRANSITIONS`` (never the same one twice in a row). Each regime has its own leader drift and
   volatility, mean reversion, correlation (``beta_scale``), dispersion (``idio_scale``),
   volume level, spread and depth (``REGIME_PARAMS``).
-* Leader log price: ``dx = dir * drift + k * (anchor - x) + sigma * sqrt(h) * z``; ``anchor``
-  is fixed for RANGE and is a square wave (fast swings) for CHOP; ``k`` from the half-life.
+* Leader log price: ``dx = dir * drift + k * (c - x) + sigma * sqrt(h) * z``. In RANGE and
+  CHOP the level is an Ornstein-Uhlenbeck process around a centre ``c`` that starts at the
+  price when the episode begins and wanders as a slow random walk (``centre_vol``); ``k`` comes
+  from the half-life (RANGE 30 min; CHOP ~8 min with louder noise). At 1 minute the noise
+  dominates, so 1m returns are nearly uncorrelated (lag-1 autocorrelation ~ -k/2), while the
+  level keeps reverting over tens of minutes. TREND, BREAKOUT_ROTATION and PANIC have no pull.
 * Other markets: ``dx_i = beta_i * beta_scale * dx_leader + dir * alt_drift + breakout_i +
   idio_scale * s_i * sqrt(h_i) * z_i``. In BREAKOUT_ROTATION a few mid-cap markets get a strong
   drift and a volume surge; the set rotates every ``rotation_minutes``.
@@ -27,7 +31,7 @@ bar is recorded so the regime engine can be scored against it. The model (see
   market's liquidity and the regime (wide and thin in PANIC).
 
 Determinism: all randomness comes from independent PCG64 streams spawned from ``seed``
-(universe, regime, shocks, intrabar paths, volume). Each stream is consumed in the same order
+(universe, regime, shocks, intrabar paths, volume, centre). Each stream is consumed in the same order
 whether bars are produced one at a time (``step``) or in a block (``generate``), so
 ``generate(n)`` equals ``n`` calls of ``step()`` bit for bit. Order books are a pure function
 of (seed, bar, market) and never advance a stream. ``get_state()`` returns a JSON-safe dict
@@ -64,9 +68,9 @@ class RegimeParams:
     leader_drift: float          # |drift| of the leader's log price per minute; sign = episode dir
     up_probability: float        # P(dir = +1) when the episode starts
     leader_vol: float            # leader volatility per sqrt(minute) before GARCH
-    reversion_half_life: float   # minutes; pull of the leader toward the anchor (0 = none)
-    swing_amplitude: float       # CHOP: anchor jumps +-amplitude (log) ...
-    swing_period: float          # ... with this full period in minutes
+    reversion_half_life: float   # minutes; pull of the leader's level toward its centre (0 = none)
+    centre_vol: float            # volatility per sqrt(minute) of that centre (it wanders slowly)
+    half_life_jitter: float      # 1: the half-life is drawn per episode as half_life x U(0.66, 1.5)
     beta_scale: float            # multiplies every market's beta to the leader
     idio_scale: float            # multiplies every market's idiosyncratic volatility
     alt_drift: float             # extra drift of every non-leader market per minute, times dir
@@ -80,14 +84,22 @@ class RegimeParams:
     vol_impulse: float           # added to every market's GARCH multiplier when the episode starts
 
 
+RANGE_VOL, RANGE_HALF_LIFE, RANGE_CENTRE_VOL = 4.5e-4, 30.0, 1.0e-4
+CHOP_VOL, CHOP_HALF_LIFE, CHOP_CENTRE_VOL = 1.0e-3, 8.0, 2.0e-4
+
 REGIME_PARAMS: tuple[RegimeParams, ...] = (
     # TREND: persistent drift, low noise relative to drift -> high ADX, high efficiency, one-sided breadth.
     RegimeParams(720, 1440, 1.2e-4, 0.6, 6.0e-4, 0, 0, 0, 1.0, 0.8, 3e-5, 1.3, 1.0, 0, 0, 0, 1.0, 1.0, 0.0),
-    # RANGE: slow mean reversion around an anchor, quiet, low volume, breadth ~0.5, low dispersion.
-    RegimeParams(480, 960, 0.0, 0.5, 4.5e-4, 60, 0, 0, 1.0, 0.7, 0.0, 0.7, 1.0, 0, 0, 0, 0.9, 1.2, 0.0),
-    # CHOP: fast pull toward a square-wave anchor -> sharp moves that reverse: high whipsaw,
-    # high ATR, low ADX and efficiency.
-    RegimeParams(180, 360, 0.0, 0.5, 1.0e-3, 4, 0.004, 24, 1.0, 0.9, 0.0, 1.1, 1.0, 0, 0, 0, 1.4, 0.8, 0.5),
+    # RANGE: the level reverts (Ornstein-Uhlenbeck, half-life 30 min) to a slowly wandering centre;
+    # quiet, low volume, breadth ~0.5, low dispersion. 1m returns are ~uncorrelated (noise
+    # dominates at 1m); the reversion shows over tens of minutes (variance ratio < 1).
+    RegimeParams(480, 960, 0.0, 0.5, RANGE_VOL, RANGE_HALF_LIFE, RANGE_CENTRE_VOL, 0, 1.0, 0.7, 0.0, 0.7, 1.0,
+                 0, 0, 0, 0.9, 1.2, 0.0),
+    # CHOP: loud noise around a centre with a fast pull (half-life 8 min, per episode 5-12 min):
+    # every move is given back within minutes -> high whipsaw, high ATR, low ADX and efficiency,
+    # no persistence at 1m.
+    RegimeParams(180, 360, 0.0, 0.5, CHOP_VOL, CHOP_HALF_LIFE, CHOP_CENTRE_VOL, 1, 1.0, 0.9, 0.0, 1.1, 1.0,
+                 0, 0, 0, 1.4, 0.8, 0.5),
     # BREAKOUT_ROTATION: quiet, loosely coupled leader; a few mid caps break out on huge volume
     # (rotating) while the rest is quiet -> high dispersion, value concentrated in the top markets.
     RegimeParams(240, 480, 2e-5, 0.6, 6.0e-4, 0, 0, 0, 0.6, 1.8, 0.0, 0.5, 1.0, 8e-4, 30.0, 90, 1.2, 0.9,
@@ -328,6 +340,28 @@ def build_ladder_book(symbol: str, ts: int, mid: float, spread_frac: float, leve
 # --------------------------------------------------------------------------- the market
 
 
+#: Version of ``SimMarket.get_state``. 2: the RANGE / CHOP level model (centre + half-life, a
+#: sixth random stream) replaced the square-wave anchor of version 1.
+STATE_VERSION = 2
+_RNG_NAMES = ("regime", "shock", "path", "volume", "centre")
+
+
+def _upgrade_state_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 state (square-wave anchor) continued under the current model: the anchor
+    becomes the centre, the half-life is the current regime's default and the new centre stream
+    starts from ``(seed, bar)``. Deterministic, but not the continuation version 1 would have made."""
+    r = dict(state["regime"])
+    reg = int(r["reg"])
+    r["centre"] = float(r.pop("anchor"))
+    r["half_life"] = REGIME_PARAMS[reg].reversion_half_life
+    r.pop("swing_half", None)
+    r.pop("swing_phase", None)
+    rng = dict(state["rng"])
+    seed = int(state["config"]["seed"])
+    rng["centre"] = _rng_state(np.random.default_rng([seed, int(state["bar"]), 0xCE]))
+    return {**state, "version": STATE_VERSION, "regime": r, "rng": rng}
+
+
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return rng.bit_generator.state
 
@@ -346,8 +380,9 @@ class SimMarket:
         n = config.n_markets
         self._dt = config.bar_seconds / 60.0
         ss = np.random.SeedSequence(config.seed)
-        uni, reg, shock, path, vol = (np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(5))
+        uni, reg, shock, path, vol, centre = (np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(6))
         self._rng_regime, self._rng_shock, self._rng_path, self._rng_volume = reg, shock, path, vol
+        self._rng_centre = centre
 
         # static universe ------------------------------------------------------------------
         codes = ["BTC"] + [c for c, _ in REAL_MARKETS[: n - 1]]
@@ -386,13 +421,12 @@ class SimMarket:
         self._reg = REGIMES.index(config.initial_regime)
         self._left = 0
         self._dir = 1
-        self._anchor = float(self._x[0])
+        self._centre = float(self._x[0])
+        self._half_life = 0.0
         self._episode_bar = 0
-        self._swing_half = 1
-        self._swing_phase = 0
         self._breakouts: list[int] = []
         self._rot_left = 0
-        self._start_episode(self._reg)
+        self._start_episode(self._reg, float(self._x[0]))
         self._last_reg = self._reg
         # ticker buckets: traded value per bucket and the close when each bucket began
         self._bucket_bars = max(1, 3600 // config.bar_seconds)
@@ -405,7 +439,9 @@ class SimMarket:
     def _bars(self, minutes: float) -> int:
         return max(1, int(round(minutes * 60.0 / self.config.bar_seconds)))
 
-    def _start_episode(self, reg: int) -> None:
+    def _start_episode(self, reg: int, x_lead: float) -> None:
+        """Begin an episode of ``reg``; ``x_lead`` is the leader's log price right now (the
+        centre a reverting regime starts from)."""
         p = REGIME_PARAMS[reg]
         rng = self._rng_regime
         scale = self.config.regime_duration_scale
@@ -413,11 +449,15 @@ class SimMarket:
         self._reg = reg
         self._left = self._bars(minutes)
         self._dir = 1 if rng.random() < p.up_probability else -1
-        self._anchor = float(self._x[0])
+        self._centre = x_lead
         self._episode_bar = 0
-        half = p.swing_period * rng.uniform(0.66, 1.5) / 2.0 if p.swing_period else 1.0
-        self._swing_half = self._bars(half)
-        self._swing_phase = int(rng.integers(0, self._swing_half)) if p.swing_period else 0
+        self._half_life = p.reversion_half_life
+        if p.half_life_jitter:
+            u = rng.uniform(0.66, 1.5)
+            self._half_life *= u
+            # Not used: drawn only so the regime stream is consumed exactly as by the earlier
+            # square-wave model, which keeps every seed's sequence of true regimes unchanged.
+            rng.integers(0, self._bars(12.0 * u))
         self._breakouts = []
         self._rot_left = 0
         if p.breakout_drift and self._n_breakouts:
@@ -433,10 +473,10 @@ class SimMarket:
         self._rot_left = self._bars(p.rotation_minutes * self.config.regime_duration_scale
                                     * rng.uniform(0.66, 1.33))
 
-    def _next_regime(self) -> None:
+    def _next_regime(self, x_lead: float) -> None:
         row = np.array(TRANSITIONS[self._reg])
         nxt = int(self._rng_regime.choice(len(REGIMES), p=row / row.sum()))
-        self._start_episode(nxt)
+        self._start_episode(nxt, x_lead)
 
     # ------------------------------------------------------------------ generation
 
@@ -474,6 +514,7 @@ class SimMarket:
         z = self._rng_shock.standard_t(dof, size=(n, m)) / math.sqrt(dof / (dof - 2.0))
         u_path = self._rng_path.random((n, m, 2))
         v_noise = self._rng_volume.standard_normal((n, m))
+        zc = self._rng_centre.standard_normal(n).tolist()
 
         a, b = cfg.garch_alpha, cfg.garch_beta
         omega = 1.0 - a - b
@@ -482,6 +523,7 @@ class SimMarket:
         reg_t = np.empty(n, dtype=np.int64)
         dir_t = np.empty(n)
         rl = np.empty(n)
+        centre_sd = np.zeros(n)
         bo_segments: list[tuple[int, int, list[int]]] = []
         seg_start = 0
         x_lead = float(self._x[0])
@@ -493,7 +535,7 @@ class SimMarket:
             if self._left <= 0:
                 if self._breakouts:
                     bo_segments.append((seg_start, t, self._breakouts))
-                self._next_regime()
+                self._next_regime(x_lead)
                 h = self._h
                 seg_start = t
             elif REGIME_PARAMS[self._reg].breakout_drift and self._rot_left <= 0:
@@ -506,15 +548,17 @@ class SimMarket:
             H[t] = h
             z_prev2 = az2[t]
             self._h = h
+            sq_h0 = math.sqrt(h[0])
             r = self._dir * p.leader_drift * drift_scale * dt
-            if p.reversion_half_life:
-                k = 1.0 - 0.5 ** (dt / p.reversion_half_life)
-                anchor = self._anchor
-                if p.swing_amplitude:
-                    phase = (self._episode_bar + self._swing_phase) // self._swing_half
-                    anchor += p.swing_amplitude * (1.0 if phase % 2 == 0 else -1.0)
-                r += k * (anchor - x_lead)
-            r += p.leader_vol * vol_scale * sdt * math.sqrt(h[0]) * z0[t]
+            if self._half_life:
+                # Ornstein-Uhlenbeck level around a wandering centre: the centre moves first,
+                # then the price is pulled a fraction k of the way toward it, plus noise.
+                c_sd = p.centre_vol * vol_scale * sdt * sq_h0
+                self._centre += c_sd * zc[t]
+                centre_sd[t] = c_sd
+                k = 1.0 - 0.5 ** (dt / self._half_life)
+                r += k * (self._centre - x_lead)
+            r += p.leader_vol * vol_scale * sdt * sq_h0 * z0[t]
             x_lead += r
             rl[t] = r
             reg_t[t] = self._reg
@@ -549,7 +593,7 @@ class SimMarket:
             vol_mult[s:e, members] *= p.breakout_volume_mult
         # sequential accumulation from the last state: identical for step() and generate()
         X = np.cumsum(np.vstack([self._x[None, :], R]), axis=0)[1:]
-        lead_sd = lead_vol[:, None] * sqh[:, :1]
+        lead_sd = np.sqrt((lead_vol * sqh[:, 0]) ** 2 + centre_sd ** 2)[:, None]
         bar_sd = np.sqrt((factor * lead_sd) ** 2 + idio_sd ** 2)
         bar_sd[:, 0] = lead_sd[:, 0]
 
@@ -682,7 +726,7 @@ class SimMarket:
     def get_state(self) -> dict[str, Any]:
         """JSON-safe snapshot (dicts, lists, str, int, float) to persist and resume."""
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "config": self.config.to_dict(),
             "bar": self._bar,
             "x": self._x.tolist(),
@@ -691,20 +735,22 @@ class SimMarket:
             "z_prev": self._z_prev.tolist(),
             "regime": {
                 "reg": self._reg, "last_reg": self._last_reg, "left": self._left,
-                "dir": self._dir, "anchor": self._anchor, "episode_bar": self._episode_bar,
-                "swing_half": self._swing_half, "swing_phase": self._swing_phase,
-                "breakouts": list(self._breakouts), "rot_left": self._rot_left,
+                "dir": self._dir, "centre": self._centre, "half_life": self._half_life,
+                "episode_bar": self._episode_bar, "breakouts": list(self._breakouts), "rot_left": self._rot_left,
             },
-            "rng": {name: _rng_state(getattr(self, f"_rng_{name}"))
-                    for name in ("regime", "shock", "path", "volume")},
+            "rng": {name: _rng_state(getattr(self, f"_rng_{name}")) for name in _RNG_NAMES},
             "bucket_value": self._bucket_value.tolist(),
             "bucket_open": self._bucket_open.tolist(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SimMarket:
-        if state.get("version") != 1:
-            raise ValueError("unsupported simulator state version")
+        version = state.get("version")
+        if version == 1:
+            state = _upgrade_state_v1(state)
+        elif version != STATE_VERSION:
+            raise ValueError(f"unsupported simulator state version {version!r} "
+                             f"(this simulator writes version {STATE_VERSION})")
         market = cls(SimConfig.from_dict(state["config"]))
         market._bar = int(state["bar"])
         for name in ("x", "close", "h", "z_prev"):
@@ -714,11 +760,13 @@ class SimMarket:
             setattr(market, f"_{name}", arr)
         r = state["regime"]
         market._reg, market._last_reg, market._left = int(r["reg"]), int(r["last_reg"]), int(r["left"])
-        market._dir, market._anchor, market._episode_bar = int(r["dir"]), float(r["anchor"]), int(r["episode_bar"])
-        market._swing_half, market._swing_phase = int(r["swing_half"]), int(r["swing_phase"])
+        market._dir, market._episode_bar = int(r["dir"]), int(r["episode_bar"])
+        market._centre, market._half_life = float(r["centre"]), float(r["half_life"])
         market._breakouts, market._rot_left = [int(i) for i in r["breakouts"]], int(r["rot_left"])
-        for name, st in state["rng"].items():
-            setattr(market, f"_rng_{name}", _rng_from(st))
+        if set(state["rng"]) != set(_RNG_NAMES):
+            raise ValueError("corrupt simulator state: rng streams")
+        for name in _RNG_NAMES:
+            setattr(market, f"_rng_{name}", _rng_from(state["rng"][name]))
         market._bucket_value = np.array(state["bucket_value"], dtype=np.float64)
         market._bucket_open = np.array(state["bucket_open"], dtype=np.float64)
         return market

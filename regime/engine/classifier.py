@@ -52,27 +52,28 @@ class RegimeThresholds:
     standard deviation of 1 h returns as a fraction (0.01 = 1 %); whipsaw 0..1.
     """
 
-    # Defaults tuned on the simulator (seeds 1-6, 14 days each; see docs/regime.md).
-    # PANIC: (almost) no market up over 1 h, leader ATR% elevated.
+    # Defaults tuned on the simulator (state version 2: OU level model for RANGE / CHOP; seeds 1-6,
+    # 14 days each; see docs/regime.md).
+    # PANIC: no market up over 1 h, leader ATR% elevated.
     panic_breadth: Ramp = (0.03, 0.0)
-    panic_atr_pct: Ramp = (0.15, 0.60)
-    # TREND: ADX rising from 22 to 35, mild preference for clean moves and one-sided breadth.
-    trend_adx: Ramp = (22.0, 35.0)
+    panic_atr_pct: Ramp = (0.10, 0.60)
+    # TREND: ADX rising from 10 to 26, mild preference for clean moves and one-sided breadth.
+    trend_adx: Ramp = (10.0, 26.0)
     trend_whipsaw: Ramp = (1.2, 0.8)
-    trend_breadth_skew: Ramp = (-0.06, 0.46)     # |breadth - 0.5|
-    # BREAKOUT_ROTATION: 1 h dispersion above ~1.2 %, value concentrated, breadth not collapsed.
-    rotation_dispersion: Ramp = (0.0117, 0.0130)
+    trend_breadth_skew: Ramp = (-0.08, 0.53)     # |breadth - 0.5|
+    # BREAKOUT_ROTATION: 1 h dispersion above ~1.3 %, value concentrated, breadth not collapsed.
+    rotation_dispersion: Ramp = (0.0124, 0.0132)
     rotation_top5_share: Ramp = (0.09, 0.44)
-    rotation_breadth: Ramp = (0.10, 0.22)
-    # CHOP: leader ATR% above ~0.5 % with whipsaw above ~0.55.
-    chop_atr_pct: Ramp = (0.48, 0.56)
-    chop_whipsaw: Ramp = (0.53, 0.57)
-    # RANGE: ADX below ~33, low ATR%, 1 h dispersion below ~1 %.
-    range_adx: Ramp = (34.0, 32.5)
-    range_atr_pct: Ramp = (0.69, 0.07)
-    range_dispersion: Ramp = (0.0101, 0.0097)
+    rotation_breadth: Ramp = (0.16, 0.22)
+    # CHOP: leader ATR% from 0.36 to 0.56 with whipsaw above ~0.45.
+    chop_atr_pct: Ramp = (0.36, 0.56)
+    chop_whipsaw: Ramp = (0.41, 0.52)
+    # RANGE: ADX not extreme (below ~60), low ATR% (below ~0.3), 1 h dispersion well below ~1.5 %.
+    range_adx: Ramp = (90.0, 63.0)
+    range_atr_pct: Ramp = (0.42, 0.28)
+    range_dispersion: Ramp = (0.015, 0.0047)
     # Below this best membership the market is called RANGE (nothing stands out).
-    min_membership: float = 0.15
+    min_membership: float = 0.10
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

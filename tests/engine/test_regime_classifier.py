@@ -98,7 +98,8 @@ def test_evaluate_counts():
 
 
 def test_accuracy_on_held_out_simulator_seeds():
-    """Regression guard for the tuned defaults on seeds never used for tuning (docs/regime.md)."""
+    """Regression guard for the tuned defaults on seeds never used for tuning (docs/regime.md:
+    81.4 % on simulator state version 2 when written)."""
     sim = pytest.importorskip("execution.engine.sim")
     preds, trues = [], []
     for seed in (301, 302):
