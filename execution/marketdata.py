@@ -2,9 +2,12 @@
 and rules fresh for every trader [issue 3 #9], and loads a trader's view of the market.
 
 The embedded ``sim`` exchange is advanced here to the last completed bar of the wall clock;
-its state is persisted so a restart continues the same market. Candles are bulk-upserted;
+its state is persisted so a restart continues the same market. Its bars, books and tickers go
+through ``execution.engine.validation`` like a real venue's and are counted in ``DataQuality``
+(``execution.quality``). The real venues' collectors are in ``execution.collectors`` and write
+the same tables, so ``load_view`` works the same for every source. Candles are bulk-upserted;
 retention keeps two days of 1-minute bars for every market and the leader's longer history that
-the regime engine's 4-hour ADX needs.
+the regime engine's 4-hour ADX needs. See docs/market-data.md.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
+from execution import quality
 from execution.engine.sim import SimConfig, SimHistory, SimMarket
 from execution.engine.types import Candles, MarketInfo, OrderBook, Ticker
+from execution.engine.validation import check_book, check_ticker, validate_candles
 from execution.models import Candle, MarketSnapshot, SimMarketState
 from quantweb.db import to_decimal
 
@@ -49,12 +54,20 @@ def _sim_config(start_ts: int) -> SimConfig:
 
 
 def _store_history(history: SimHistory, market: SimMarket, *, leader_keep: int, keep: int) -> int:
-    c = history.candles
+    """Validate the new bars [EX-5], upsert the ones that pass, refresh the snapshots and count
+    everything in ``DataQuality`` (the sim is clean by construction; the counts prove it)."""
+    c, report = validate_candles(history.candles)
+    results: dict[str, quality.MarketResult] = {}
     rows = []
     n = c.n_bars
     for i, symbol in enumerate(c.symbols):
+        good = np.flatnonzero(~np.isnan(c.close[i]))
+        res = results[symbol] = quality.MarketResult()
+        res.add_candles(report.markets[i], int(c.ts[good[-1]]) if len(good) else None)
         first = max(0, n - (leader_keep if i == 0 else keep))
         for j in range(first, n):
+            if np.isnan(c.close[i, j]):
+                continue                     # dropped by validation: counted, never stored
             rows.append(Candle(
                 exchange=SIM, symbol=symbol, timeframe="1m", ts=int(c.ts[j]),
                 open=to_decimal(float(c.open[i, j])), high=to_decimal(float(c.high[i, j])),
@@ -64,7 +77,8 @@ def _store_history(history: SimHistory, market: SimMarket, *, leader_keep: int, 
     Candle.objects.bulk_create(rows, batch_size=2000, update_conflicts=True,
                                unique_fields=["exchange", "symbol", "timeframe", "ts"],
                                update_fields=["open", "high", "low", "close", "volume"])
-    _store_snapshots(market)
+    _store_snapshots(market, results)
+    quality.record(SIM, results)
     return len(rows)
 
 
@@ -81,17 +95,38 @@ def _market_json(info: MarketInfo) -> dict:
     }
 
 
-def _store_snapshots(market: SimMarket) -> None:
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def ticker_json(t: Ticker) -> dict:
+    """JSON-safe ticker (NaN is not JSON; a missing value is stored as null)."""
+    return {"last": _finite(t.last), "bid": _finite(t.bid), "ask": _finite(t.ask), "value_24h": _finite(t.value_24h),
+            "change_24h_pct": _finite(t.change_24h_pct)}
+
+
+def _ticker_from_json(symbol: str, ts: int, data: dict) -> Ticker:
+    def num(key: str) -> float:
+        v = data.get(key)
+        return float("nan") if v is None else float(v)
+
+    return Ticker(symbol, ts, num("last"), num("bid"), num("ask"), num("value_24h"), num("change_24h_pct"))
+
+
+def _store_snapshots(market: SimMarket, results: dict[str, quality.MarketResult]) -> None:
     tickers = {t.symbol: t for t in market.tickers()}
     infos = {m.symbol: m for m in market.market_info()}
     now = market.now
-    rows = [
-        MarketSnapshot(exchange=SIM, symbol=s, ts=now, book=_book_json(market.order_book(s)),
-                       ticker={"last": tickers[s].last, "bid": tickers[s].bid, "ask": tickers[s].ask,
-                               "value_24h": tickers[s].value_24h, "change_24h_pct": tickers[s].change_24h_pct},
-                       market=_market_json(infos[s]))
-        for s in market.symbols
-    ]
+    rows = []
+    for s in market.symbols:
+        book = check_book(market.order_book(s), now)
+        ticker = check_ticker(tickers[s], now)
+        results[s].add_snapshot(book, "book")
+        results[s].add_snapshot(ticker, "ticker")
+        if book.value is None or ticker.value is None:
+            continue                         # rejected: counted; the previous snapshot stays
+        rows.append(MarketSnapshot(exchange=SIM, symbol=s, ts=now, book=_book_json(book.value),
+                                   ticker=ticker_json(ticker.value), market=_market_json(infos[s])))
     MarketSnapshot.objects.bulk_create(rows, update_conflicts=True, unique_fields=["exchange", "symbol"],
                                        update_fields=["ts", "book", "ticker", "market"])
 
@@ -138,9 +173,23 @@ def _record_true_regime(history: SimHistory) -> None:
     transaction.on_commit(lambda: evaluate(SIM, int(history.candles.ts[-1]), str(history.true_regime[-1])))
 
 
+def leader_of(symbols: list[str] | tuple[str, ...]) -> str | None:
+    """The market the regime engine follows: ``KRW-BTC``, else the first BTC market (``BTC/USDT``
+    ...), else the first symbol (collectors create the leader's snapshot first)."""
+    if not symbols:
+        return None
+    if "KRW-BTC" in symbols:
+        return "KRW-BTC"
+    for s in symbols:
+        if s.startswith("BTC/") or s.endswith("-BTC") and s.count("-") == 1 and not s.startswith("BTC-"):
+            return s
+    return symbols[0]
+
+
 def prune(exchange: str, newest_ts: int) -> int:
     """Retention: drop 1-minute bars older than the keep windows."""
-    leader = MarketSnapshot.objects.filter(exchange=exchange).order_by("id").values_list("symbol", flat=True).first()
+    leader = leader_of(list(MarketSnapshot.objects.filter(exchange=exchange).order_by("id")
+                            .values_list("symbol", flat=True)))
     deleted, _ = (Candle.objects.filter(exchange=exchange, timeframe="1m", ts__lt=newest_ts - KEEP_BARS * BAR)
                   .exclude(symbol=leader).delete())
     deleted2, _ = Candle.objects.filter(exchange=exchange, timeframe="1m", symbol=leader,
@@ -207,7 +256,9 @@ def load_view(exchange: str, bar_ts: int, window: int = WINDOW_BARS, leader_bars
     snaps = list(MarketSnapshot.objects.filter(exchange=exchange).order_by("id"))
     if not snaps:
         raise LookupError(f"no market data collected yet for {exchange}")
-    symbols = tuple(s.symbol for s in snaps)
+    ordered = [s.symbol for s in snaps]
+    leader = leader_of(ordered)
+    symbols = tuple([leader] + [s for s in ordered if s != leader])
     candles = _candles(exchange, symbols, bar_ts - (window - 1) * BAR, bar_ts)
     from regime.engine.features import FeatureConfig
 
@@ -215,7 +266,7 @@ def load_view(exchange: str, bar_ts: int, window: int = WINDOW_BARS, leader_bars
     leader_history = _candles(exchange, symbols[:1], bar_ts - (leader_bars - 1) * BAR, bar_ts)
     books = {s.symbol: OrderBook(s.symbol, s.ts, np.array(s.book["bids"], dtype=float).reshape(-1, 2),
                                  np.array(s.book["asks"], dtype=float).reshape(-1, 2)) for s in snaps}
-    tickers = {s.symbol: Ticker(s.symbol, s.ts, **s.ticker) for s in snaps if s.ticker}
+    tickers = {s.symbol: _ticker_from_json(s.symbol, s.ts, s.ticker) for s in snaps if s.ticker}
     markets = {s.symbol: market_info_from_json(s.symbol, s.market) for s in snaps}
     view = MarketView(exchange, bar_ts, candles, leader_history, books, tickers, markets, max(s.ts for s in snaps))
     _view_cache.clear()  # one bar at a time per process

@@ -63,6 +63,7 @@ from execution.engine.types import (
     Ticker,
     TimeInForce,
 )
+from execution.engine.validation import OhlcvSeries
 
 logger = logging.getLogger("quantweb.execution.upbit")
 
@@ -320,6 +321,77 @@ class UpbitExchange:
             arrays["volume"][0, i] = float(row["candle_acc_trade_volume"])
         return Candles(symbols=(symbol,), timeframe=timeframe, ts=grid, **arrays)
 
+    # ------------------------------------------------------------------ collection helpers
+    # Used by the market data service (execution.collectors): raw rows as Upbit sent them, so
+    # execution.engine.validation can count every problem instead of this adapter hiding it.
+
+    def candle_window(self, symbol: str, timeframe: str, start: int, end: int) -> tuple[OhlcvSeries, int]:
+        """One request: every candle Upbit returns whose bar opens in ``[start, end]`` (epoch
+        seconds on the timeframe grid, at most ``CANDLE_PAGE`` bars), oldest first (Upbit sends
+        newest first) but otherwise as received: duplicates, off-grid and out-of-order rows kept. A market without trades in the window returns
+        nothing for it (gaps are normal). Returns ``(rows, malformed)``, ``malformed`` = rows
+        whose time could not be read (values that cannot be read become NaN)."""
+        if timeframe not in _CANDLE_PATHS:
+            raise ValueError(f"upbit has no {timeframe!r} candles")
+        tf = TIMEFRAME_SECONDS[timeframe]
+        if start % tf or end % tf or end < start:
+            raise ValueError(f"window [{start}, {end}] is not on the {timeframe} grid")
+        count = (end - start) // tf + 1
+        if count > CANDLE_PAGE:
+            raise ValueError(f"at most {CANDLE_PAGE} bars per request, asked for {count}")
+        page = _as_list(self._call("GET", _CANDLE_PATHS[timeframe],
+                                   params={"market": symbol, "to": _iso_utc(end + tf), "count": count}), "candles")
+        ts, values, malformed = [], [], 0
+        for row in reversed(page):            # Upbit sends newest first; validation wants time order
+            try:
+                t = _parse_utc(str(row["candle_date_time_utc"]))
+            except (KeyError, TypeError, ValueError):
+                malformed += 1
+                continue
+            if not start <= t < end + tf:
+                continue                      # older than the window: no trade inside it
+            ts.append(t)
+            values.append([_num(row.get(k)) for k in ("opening_price", "high_price", "low_price", "trade_price",
+                                                       "candle_acc_trade_volume")])
+        arr = np.array(values, dtype=np.float64).reshape(-1, 5)
+        return OhlcvSeries(symbol, timeframe, np.array(ts, dtype=np.int64), *arr.T), malformed
+
+    def ticker_snapshot(self, quote: str = "KRW") -> tuple[list[Ticker], int]:
+        """Every ticker of one quote currency in one request, without books (bid / ask NaN).
+        Returns ``(tickers, malformed rows skipped)``."""
+        rows = _as_list(self._call("GET", "/v1/ticker/all", params={"quote_currencies": quote}), "ticker/all")
+        out, malformed = [], 0
+        for r in rows:
+            try:
+                out.append(Ticker(symbol=str(r["market"]), ts=int(r["timestamp"]) // 1000,
+                                  last=_num(r.get("trade_price")), bid=math.nan, ask=math.nan,
+                                  value_24h=_num(r.get("acc_trade_price_24h")),
+                                  change_24h_pct=_num(r.get("signed_change_rate")) * 100.0))
+            except (KeyError, TypeError, ValueError):
+                malformed += 1
+        return out, malformed
+
+    def order_books(self, symbols: list[str], depth: int = 15) -> tuple[dict[str, OrderBook], int]:
+        """Books of many markets (50 per request). Unreadable numbers become NaN (validation
+        drops those levels); entries without a market or time are skipped and counted.
+        Returns ``(books by market, malformed entries)``."""
+        books: dict[str, OrderBook] = {}
+        malformed = 0
+        for chunk in _chunks(list(symbols), 50):
+            for book in _as_list(self._call("GET", "/v1/orderbook", params={"markets": ",".join(chunk)}),
+                                 "orderbook"):
+                try:
+                    symbol, ts = str(book["market"]), int(book["timestamp"]) // 1000
+                    units = list(book.get("orderbook_units") or [])[:depth]
+                except (KeyError, TypeError, ValueError):
+                    malformed += 1
+                    continue
+                bids = [[_num(u.get("bid_price")), _num(u.get("bid_size"))] for u in units if isinstance(u, dict)]
+                asks = [[_num(u.get("ask_price")), _num(u.get("ask_size"))] for u in units if isinstance(u, dict)]
+                books[symbol] = OrderBook(symbol, ts, np.array(bids, dtype=np.float64).reshape(-1, 2),
+                                          np.array(asks, dtype=np.float64).reshape(-1, 2))
+        return books, malformed
+
     def order_book(self, symbol: str, depth: int = 15) -> OrderBook:
         books = _as_list(self._call("GET", "/v1/orderbook", params={"markets": symbol}), "orderbook")
         if not books:
@@ -572,6 +644,14 @@ def _as_list(data: Any, what: str) -> list[dict[str, Any]]:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _num(value: Any) -> float:
+    """A number from a JSON field; NaN when it is missing or unreadable (validation counts it)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _dec(value: Any, name: str) -> Decimal:

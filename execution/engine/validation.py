@@ -39,7 +39,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from execution.engine.types import CALENDAR_TIMEFRAMES, TIMEFRAME_SECONDS, Candles, MarketDataError
+from execution.engine.types import (
+    CALENDAR_TIMEFRAMES,
+    TIMEFRAME_SECONDS,
+    Candles,
+    MarketDataError,
+    OrderBook,
+    Ticker,
+)
 
 DROPPED = ("nan_price", "non_positive_price", "negative_volume", "duplicate_ts", "off_grid", "reverting_spike")
 REPAIRED = ("out_of_order", "high_below_body", "low_above_body")
@@ -125,11 +132,14 @@ class DataQualityReport:
 
 
 class _Counter:
-    def __init__(self) -> None:
+    def __init__(self, count_from: int | None = None) -> None:
         self.counts: dict[str, int] = {}
         self.examples: dict[str, list[int]] = {}
+        self.count_from = count_from
 
     def add(self, kind: str, ts: np.ndarray) -> None:
+        if self.count_from is not None:
+            ts = ts[ts >= self.count_from]
         n = int(len(ts))
         if n:
             self.counts[kind] = self.counts.get(kind, 0) + n
@@ -165,8 +175,13 @@ def robust_z(x: np.ndarray) -> np.ndarray:
 
 
 def clean_ohlcv(series: OhlcvSeries, *, outlier_z: float = 15.0, spike_z: float = 25.0,
-                grid_offset: int | None = None) -> tuple[OhlcvSeries, MarketQuality]:
-    """Repair or drop every problem in one market's rows and count it."""
+                grid_offset: int | None = None, count_from: int | None = None) -> tuple[OhlcvSeries, MarketQuality]:
+    """Repair or drop every problem in one market's rows and count it.
+
+    ``count_from``: rows before this timestamp are context (already stored and counted, e.g. the
+    last hours before an incremental update): they are cleaned the same way and give the outlier
+    statistics and the gap boundary their history, but only problems at or after ``count_from``
+    are counted (a hole counts when the bar that ends it is counted)."""
     tf = series.timeframe
     if tf not in TIMEFRAME_SECONDS:
         raise MarketDataError(f"unknown timeframe {tf!r}")
@@ -176,7 +191,7 @@ def clean_ohlcv(series: OhlcvSeries, *, outlier_z: float = 15.0, spike_z: float 
         raise MarketDataError(f"{series.symbol}: columns have different lengths")
     ts = arrays[0].astype(np.int64)
     o, h, lo, c, v = (a.astype(np.float64) for a in arrays[1:])
-    ctr = _Counter()
+    ctr = _Counter(count_from)
 
     keep = np.ones(n_in, dtype=bool)
     prices = np.vstack([o, h, lo, c])
@@ -242,7 +257,9 @@ def clean_ohlcv(series: OhlcvSeries, *, outlier_z: float = 15.0, spike_z: float 
     if not calendar and len(ts) > 1:
         step = np.diff(ts) // TIMEFRAME_SECONDS[tf]
         holes = step > 1
-        ctr.add("gaps", ts[:-1][holes])
+        if count_from is not None:
+            holes &= ts[1:] >= count_from
+        ctr.add("gaps", ts[:-1][holes] if count_from is None else ts[1:][holes])
         ctr.add_n("missing_bars", int((step[holes] - 1).sum()))
 
     cleaned = OhlcvSeries(series.symbol, tf, ts, o, h, lo, c, v)
@@ -269,3 +286,152 @@ def validate_candles(candles: Candles, **kwargs: float) -> tuple[Candles, DataQu
         reports.append(mq)
     out = Candles(candles.symbols, candles.timeframe, candles.ts.copy(), opens, highs, lows, closes, vols)
     return out, DataQualityReport(tuple(reports))
+
+
+# ----------------------------------------------------------------------------- operator view [EX-5]
+#
+# The problem kinds above are detailed; operators see them grouped by what went wrong
+# (``QUALITY_KINDS``) and what was done about it (``QUALITY_ACTIONS``): ``rejected`` (dropped,
+# never stored), ``repaired`` (fixed, then stored) or ``flagged`` (kept as is and counted: real
+# gaps and real large moves). Order books and tickers are checked by ``check_book`` /
+# ``check_ticker``; a rejected book or ticker is not stored (the previous one stays, with its
+# own, older timestamp).
+
+QUALITY_KINDS: tuple[str, ...] = ("ohlc", "duplicate", "out_of_order", "off_grid", "gap", "outlier", "stale", "book")
+QUALITY_ACTIONS: tuple[str, ...] = ("rejected", "repaired", "flagged")
+#: What each candle problem counts as; ``gaps`` (holes) is counted through ``missing_bars`` and
+#: ``zero_volume`` / ``volume_missing`` are informational only.
+PROBLEM_QUALITY: dict[str, tuple[str, str]] = {
+    "nan_price": ("ohlc", "rejected"),
+    "non_positive_price": ("ohlc", "rejected"),
+    "negative_volume": ("ohlc", "rejected"),
+    "high_below_body": ("ohlc", "repaired"),
+    "low_above_body": ("ohlc", "repaired"),
+    "duplicate_ts": ("duplicate", "rejected"),
+    "out_of_order": ("out_of_order", "repaired"),
+    "off_grid": ("off_grid", "rejected"),
+    "reverting_spike": ("outlier", "rejected"),
+    "return_outlier": ("outlier", "flagged"),
+    "missing_bars": ("gap", "flagged"),
+}
+
+#: The (kind, action) pairs that can occur (what ``/metrics`` exports per market).
+QUALITY_PAIRS: tuple[tuple[str, str], ...] = tuple(sorted(set(PROBLEM_QUALITY.values()) | {
+    ("stale", "rejected"), ("book", "rejected"), ("book", "repaired")}, key=lambda p: (
+    QUALITY_ACTIONS.index(p[1]), QUALITY_KINDS.index(p[0]))))
+
+QualityCounts = dict[str, dict[str, int]]
+
+
+def empty_counts() -> QualityCounts:
+    """``{kind: {action: 0}}`` for every kind and action."""
+    return {kind: dict.fromkeys(QUALITY_ACTIONS, 0) for kind in QUALITY_KINDS}
+
+
+def add_counts(total: QualityCounts, more: QualityCounts) -> QualityCounts:
+    """``total + more`` per kind and action (a new dict; unknown kinds are refused)."""
+    out = {kind: dict(actions) for kind, actions in total.items()}
+    for kind, actions in more.items():
+        if kind not in QUALITY_KINDS:
+            raise KeyError(kind)
+        slot = out.setdefault(kind, dict.fromkeys(QUALITY_ACTIONS, 0))
+        for action, n in actions.items():
+            if action not in QUALITY_ACTIONS:
+                raise KeyError(action)
+            slot[action] = slot.get(action, 0) + int(n)
+    return out
+
+
+def quality_counts(mq: MarketQuality) -> QualityCounts:
+    """One market's validation result as operator counts (see ``PROBLEM_QUALITY``)."""
+    out = empty_counts()
+    for problem, n in mq.counts.items():
+        mapped = PROBLEM_QUALITY.get(problem)
+        if mapped is not None and n:
+            kind, action = mapped
+            out[kind][action] += int(n)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCheck:
+    """Result of ``check_book`` / ``check_ticker``: the value to store (None = rejected), the
+    counts, and a short description of the problems (empty when clean)."""
+
+    value: OrderBook | Ticker | None
+    counts: QualityCounts
+    problems: tuple[str, ...] = ()
+
+
+def _side(levels: np.ndarray, descending: bool) -> tuple[np.ndarray, int, bool]:
+    """Drop non-finite / non-positive levels, sort best first, merge equal prices.
+    Returns (levels, dropped, reordered)."""
+    arr = np.asarray(levels, dtype=np.float64).reshape(-1, 2)
+    ok = np.all(np.isfinite(arr), axis=1) & (arr[:, 0] > 0) & (arr[:, 1] > 0)
+    dropped = int((~ok).sum())
+    arr = arr[ok]
+    order = np.argsort(-arr[:, 0] if descending else arr[:, 0], kind="stable")
+    reordered = bool(np.any(order != np.arange(len(arr))))
+    arr = arr[order]
+    if len(arr) > 1:
+        same = np.r_[False, arr[1:, 0] == arr[:-1, 0]]
+        if same.any():
+            reordered = True
+            starts = np.flatnonzero(~same)
+            qty = np.add.reduceat(arr[:, 1], starts)
+            arr = np.column_stack([arr[starts, 0], qty])
+    return arr, dropped, reordered
+
+
+def check_book(book: OrderBook, now: float, max_age: float = 120.0) -> SnapshotCheck:
+    """Validate one order book: stale (older than ``max_age`` seconds) or crossed books and
+    books with an empty side are rejected; bad levels (NaN, price or size <= 0) are dropped and
+    unsorted / repeated levels are put in order (repaired)."""
+    counts = empty_counts()
+    age = now - book.ts
+    if age > max_age:
+        counts["stale"]["rejected"] += 1
+        return SnapshotCheck(None, counts, (f"book {age:.0f} s old",))
+    bids, bad_b, moved_b = _side(book.bids, descending=True)
+    asks, bad_a, moved_a = _side(book.asks, descending=False)
+    if not len(bids) or not len(asks):
+        counts["book"]["rejected"] += 1
+        return SnapshotCheck(None, counts, ("book has an empty side",))
+    if bids[0, 0] >= asks[0, 0]:
+        counts["book"]["rejected"] += 1
+        return SnapshotCheck(None, counts, (f"crossed book: bid {bids[0, 0]:g} >= ask {asks[0, 0]:g}",))
+    problems = []
+    if bad_b or bad_a:
+        problems.append(f"{bad_b + bad_a} bad levels dropped")
+    if moved_b or moved_a:
+        problems.append("levels reordered")
+    if problems:
+        counts["book"]["repaired"] += 1
+    return SnapshotCheck(OrderBook(book.symbol, book.ts, bids, asks), counts, tuple(problems))
+
+
+def check_ticker(ticker: Ticker, now: float, max_age: float = 120.0) -> SnapshotCheck:
+    """Validate one ticker: a stale ticker or one without a positive last price is rejected;
+    a crossed or non-positive bid / ask and a negative 24 h value are blanked (NaN, repaired).
+    A ticker's time is its last trade, so ``max_age`` must allow for quiet markets."""
+    counts = empty_counts()
+    age = now - ticker.ts
+    if age > max_age:
+        counts["stale"]["rejected"] += 1
+        return SnapshotCheck(None, counts, (f"ticker {age:.0f} s old",))
+    if not (np.isfinite(ticker.last) and ticker.last > 0):
+        counts["book"]["rejected"] += 1
+        return SnapshotCheck(None, counts, (f"ticker last price {ticker.last!r}",))
+    bid, ask, value = ticker.bid, ticker.ask, ticker.value_24h
+    problems = []
+    if not (np.isnan(bid) or bid > 0) or not (np.isnan(ask) or ask > 0) or (bid >= ask):
+        if not (np.isnan(bid) and np.isnan(ask)):
+            problems.append(f"ticker bid/ask {bid:g}/{ask:g} blanked")
+            bid = ask = float("nan")
+    if not np.isnan(value) and value < 0:
+        problems.append(f"ticker value_24h {value:g} blanked")
+        value = float("nan")
+    if problems:
+        counts["book"]["repaired"] += 1
+    out = Ticker(ticker.symbol, ticker.ts, ticker.last, bid, ask, value, ticker.change_24h_pct)
+    return SnapshotCheck(out, counts, tuple(problems))
