@@ -1,6 +1,17 @@
 from django.contrib import admin
 
-from execution.models import Candle, Fill, Order, Position, SimMarketState, Trade
+from execution.models import (
+    Candle,
+    DataQuality,
+    ExecutionFailure,
+    Fill,
+    MarketBlacklist,
+    Order,
+    Position,
+    SimAccount,
+    SimMarketState,
+    Trade,
+)
 from traders.admin import ReadOnlyAdmin
 
 
@@ -43,3 +54,29 @@ class TradeAdmin(ReadOnlyAdmin):
 class SimMarketStateAdmin(ReadOnlyAdmin):
     list_display = ["name", "last_bar_ts", "updated_at"]
     exclude = ["state"]
+
+
+@admin.register(ExecutionFailure)
+class ExecutionFailureAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "trader", "mode", "symbol", "code", "detail"]
+    list_filter = ["code", "mode"]
+    search_fields = ["symbol", "trader__name"]
+
+
+@admin.register(MarketBlacklist)
+class MarketBlacklistAdmin(ReadOnlyAdmin):
+    list_display = ["trader", "symbol", "until", "reason", "updated_at"]
+    search_fields = ["symbol", "trader__name"]
+
+
+@admin.register(SimAccount)
+class SimAccountAdmin(ReadOnlyAdmin):
+    list_display = ["trader", "last_bar_ts", "updated_at"]
+    exclude = ["state"]   # the simulated venue's internal book: large and not for reading here
+
+
+@admin.register(DataQuality)
+class DataQualityAdmin(ReadOnlyAdmin):
+    list_display = ["exchange", "symbol", "rows_checked", "rows_rejected", "rows_repaired", "rows_flagged", "last_good_ts", "last_problem"]
+    list_filter = ["exchange"]
+    search_fields = ["symbol"]

@@ -66,7 +66,7 @@ class Order(models.Model):
     side = models.CharField(max_length=4)
     type = models.CharField(max_length=8)
     tif = models.CharField(max_length=10, default="gtc")
-    purpose = models.CharField(max_length=16, default="entry", help_text="entry, exit, stop, take_profit, liquidate")
+    purpose = models.CharField(max_length=16, default="entry", help_text="entry, exit, stop (resting venue stop), take_profit, liquidate")
     price = money_field(null=True, blank=True)
     qty = money_field(null=True, blank=True)
     quote_amount = money_field(null=True, blank=True)
@@ -76,6 +76,14 @@ class Order(models.Model):
     fee = money_field(default=ZERO)
     error = models.CharField(max_length=300, blank=True)
     bar_ts = models.BigIntegerField(null=True, blank=True)
+    # LIVE outbox [EXE-2]: the row is committed with status NEW before the venue is called;
+    # ``submitted_at`` is committed just before the call, so NEW without it was never sent and
+    # NEW with it may or may not have reached the venue (reconcile looks it up by client id).
+    submitted_at = models.DateTimeField(null=True, blank=True, help_text="LIVE: the venue call started")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="successors",
+                               help_text="the order this one replaces or continues (policy chain)")
+    execution = models.JSONField(default=dict, blank=True,
+                                 help_text="policy state: leg, successors, decision price, pending step")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,5 +205,57 @@ class MarketSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exchange}:{self.symbol} @ {self.ts}"
+
+
+class ExecutionFailure(models.Model):
+    """One failed order of a trader on one market [EXE-3]: the input of the market blacklist
+    (``execution.engine.blacklist``) and the failed-order rate. Append-only."""
+
+    trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="execution_failures")
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL, related_name="failures")
+    symbol = models.CharField(max_length=32)
+    mode = models.CharField(max_length=8)
+    ts = models.BigIntegerField(help_text="epoch seconds")
+    code = models.CharField(max_length=40, help_text="reason code: VENUE_REJECTED, ORDER_ERROR, NOT_PLACED...")
+    detail = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["trader", "symbol", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.code} @ {self.ts}"
+
+
+class MarketBlacklist(models.Model):
+    """A market a trader may not enter until ``until`` (three failures in a window) [EXE-3].
+    One row per (trader, market), updated when a new ban starts; history is in the events."""
+
+    trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="market_blacklist")
+    symbol = models.CharField(max_length=32)
+    until = models.BigIntegerField(help_text="epoch seconds the ban ends")
+    reason = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["trader", "symbol"], name="blacklist_unique_market")]
+
+    def __str__(self) -> str:
+        return f"{self.trader_id}:{self.symbol} until {self.until}"
+
+
+class SimAccount(models.Model):
+    """The simulated venue account of a LIVE trader on the ``sim`` exchange: balances, orders and
+    fills of ``execution.adapters.sim.SnapshotSimVenue``, matched against the collected bars.
+    It plays the exchange, so it is written in its own transactions like a real venue."""
+
+    trader = models.OneToOneField("traders.Trader", on_delete=models.CASCADE, related_name="sim_account")
+    state = models.JSONField()
+    last_bar_ts = models.BigIntegerField(help_text="bar-open epoch seconds of the last bar matched")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"sim account of {self.trader_id} @ {self.last_bar_ts}"
 
 from execution.models_quality import *  # noqa: E402,F401,F403

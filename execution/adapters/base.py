@@ -7,6 +7,11 @@ backtest or a test the same way.
 
 Errors: adapters raise the exceptions below, never return ``None`` for a failure. Messages
 never contain API keys or secrets.
+
+Capabilities: what a venue's order API offers (post-only, IOC, market buys by quantity or by
+quote, resting stop orders, its client order id rule) is a ``VenueCapabilities``; an adapter
+describes itself with a ``capabilities()`` method, or is described in ``KNOWN_CAPABILITIES``
+(``capabilities_of``). Resting stop orders are the optional ``StopOrders`` protocol [RK-5].
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+from execution.engine.policy import VenueCapabilities
 from execution.engine.types import Candles, Fill, MarketInfo, OrderBook, OrderRequest, OrderState, Ticker
 
 
@@ -102,6 +108,41 @@ class Exchange(Protocol):
     def open_orders(self, symbol: str | None = None) -> list[OrderState]: ...
 
     def my_trades(self, symbol: str, since: int | None = None) -> list[Fill]: ...
+
+
+@runtime_checkable
+class StopOrders(Protocol):
+    """Resting stop orders on the venue [RK-5]: a market order of ``request.qty`` that the venue
+    triggers when the price trades at ``stop_price`` (a SELL stop at or below it, a BUY stop at or
+    above). Looked up and cancelled by client order id like any order."""
+
+    def create_stop_order(self, request: OrderRequest, stop_price: Decimal) -> OrderState: ...
+
+    def fetch_stop_order(self, symbol: str, client_order_id: str) -> OrderState: ...
+
+    def cancel_stop_order(self, symbol: str, client_order_id: str) -> OrderState: ...
+
+
+#: Venues whose adapter does not describe itself. Upbit (docs/adr/0001-upbit-adapter.md): limit
+#: orders with ``post_only`` / ``ioc`` / ``fok``, market buys only by KRW total (``price``), no
+#: stop or trigger orders in the order API (``ord_type`` is limit, price, market or best).
+KNOWN_CAPABILITIES: dict[str, VenueCapabilities] = {
+    "upbit": VenueCapabilities(post_only=True, ioc=True, fok=True, market_buy_by_qty=False,
+                               market_buy_by_quote=True, stop_orders=False, client_id_max_len=36),
+}
+
+
+def capabilities_of(exchange: Exchange) -> VenueCapabilities:
+    """The venue's capabilities: its own ``capabilities()``, the table above, else the
+    conservative default (plain limit and market orders only)."""
+    describe = getattr(exchange, "capabilities", None)
+    if callable(describe):
+        return describe()
+    return KNOWN_CAPABILITIES.get(getattr(exchange, "name", ""), VenueCapabilities())
+
+
+def supports_stop_orders(exchange: Exchange) -> bool:
+    return capabilities_of(exchange).stop_orders and isinstance(exchange, StopOrders)
 
 
 def recover_order(exchange: Exchange, symbol: str, client_order_id: str, cause: str, *, attempts: int,

@@ -14,6 +14,12 @@
   ``LimiterRegistry`` so every trader on the account backs off together.
 * ccxt's own debug logging (which prints request headers, i.e. API keys) is routed through a
   redacting logger.
+* ``capabilities()`` reads ccxt's ``features[market type]["createOrder"]`` (IOC / FOK / post-only,
+  market buys by cost, stop-loss orders) and the venue's client order id rule.
+* Resting stops [RK-5] (``StopOrders``): a market sell (or buy) with ccxt's unified
+  ``stopLossPrice`` param, where ``features`` says the venue has stop-loss orders; venues that
+  keep trigger orders in a separate book (Bybit, OKX: ``features[...]["fetchOrder"]["trigger"]``)
+  are looked up and cancelled with ``trigger=True``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from execution.adapters.base import (
     recover_order,
 )
 from execution.adapters.http import Redactor
-from execution.engine.precision import OrderPrecisionError, apply_precision
+from execution.engine.policy import VenueCapabilities
+from execution.engine.precision import OrderPrecisionError, apply_precision, round_price_to_tick
 from execution.engine.ratelimit import BanActive, LimiterRegistry, default_registry
 from execution.engine.types import (
     TIMEFRAME_SECONDS,
@@ -63,6 +70,8 @@ from execution.engine.types import (
 logger = logging.getLogger("quantweb.execution.ccxt")
 
 D = Decimal
+#: Client order id rules (max length, letters and digits only) where they differ from 36 / [A-Za-z0-9_-].
+CLIENT_ID_RULES: dict[str, tuple[int, bool]] = {"okx": (32, True), "binance": (36, False), "bybit": (36, False)}
 _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
            "cancelled": OrderStatus.CANCELLED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
 
@@ -346,6 +355,13 @@ class CcxtExchange:
         free = raw.get("free") or {}
         return {c: _d(v) for c, v in free.items() if v is not None and _d(v) != 0}
 
+    def total_balances(self) -> dict[str, Decimal]:
+        """Free + locked per currency (reconciliation compares the books with these)."""
+        self._require_keys("fetch_balance")
+        raw = self._call("fetch_balance", self._client.fetch_balance)
+        total = raw.get("total") or {}
+        return {c: _d(v) for c, v in total.items() if v is not None and _d(v) != 0}
+
     def _require_keys(self, what: str) -> None:
         if not self.can_trade:
             raise AuthenticationError(f"{self.name} {what}: needs API keys (read-only client)")
@@ -356,6 +372,25 @@ class CcxtExchange:
             return apply_precision(request, market, reference_price=reference_price)
         except OrderPrecisionError as exc:
             raise InvalidOrderError(f"{self.name} {request.symbol}: {exc}") from None
+
+    def _features(self) -> dict[str, Any]:
+        features = (getattr(self._client, "features", None) or {}).get(self.market_type) or {}
+        if self.market_type == "swap":
+            features = features.get("linear") or features.get("inverse") or {}
+        return features
+
+    def capabilities(self) -> VenueCapabilities:
+        """What this venue's order API offers, from ccxt's ``features`` and ``has``."""
+        create = self._features().get("createOrder") or {}
+        tif = create.get("timeInForce") or {}
+        max_len, alnum = CLIENT_ID_RULES.get(self.exchange_id, (36, False))
+        return VenueCapabilities(
+            post_only=bool(tif.get("PO") or self._client.has.get("createPostOnlyOrder")),
+            ioc=bool(tif.get("IOC")), fok=bool(tif.get("FOK")),
+            market_buy_by_qty=not create.get("marketBuyRequiresPrice", False),
+            market_buy_by_quote=bool(self._client.has.get("createMarketBuyOrderWithCost")),
+            stop_orders=bool(create.get("stopLossPrice")) and self.can_trade,
+            client_id_max_len=max_len, client_id_alnum_only=alnum)
 
     def create_order(self, request: OrderRequest) -> OrderState:
         self._require_keys("create_order")
@@ -388,12 +423,15 @@ class CcxtExchange:
             state.qty = prepared.qty
         return state
 
-    def fetch_order(self, symbol: str, client_order_id: str) -> OrderState:
+    def fetch_order(self, symbol: str, client_order_id: str, *, trigger: bool = False) -> OrderState:
+        """Look an order up by client id; ``trigger`` looks in the venue's trigger-order book."""
         self._require_keys("fetch_order")
         context = f"fetch_order {client_order_id}"
+        extra = {"trigger": True} if trigger else {}
         raw = None
         try:
-            raw = self._call(context, self._client.fetch_order, None, symbol, {"clientOrderId": client_order_id})
+            raw = self._call(context, self._client.fetch_order, None, symbol,
+                             {"clientOrderId": client_order_id, **extra})
         except (OrderNotFoundError, TransientExchangeError, BannedError, AuthenticationError):
             raise
         except ExchangeError as exc:
@@ -405,28 +443,75 @@ class CcxtExchange:
                                    ("fetch_closed_orders", "fetchClosedOrders")):
             if not self._client.has.get(capability):
                 continue
-            for order in self._call(method, getattr(self._client, method), symbol):
+            for order in self._call(method, getattr(self._client, method), symbol, None, None, extra):
                 if order.get("clientOrderId") == client_order_id:
                     return self._order_state(order, client_order_id, symbol)
         raise OrderNotFoundError(f"{self.name}: no order with client id {client_order_id} on {symbol}")
 
-    def cancel_order(self, symbol: str, client_order_id: str) -> OrderState:
+    def cancel_order(self, symbol: str, client_order_id: str, *, trigger: bool = False) -> OrderState:
         """Cancel by client id: the venue id is looked up first, so this works on every venue."""
-        current = self.fetch_order(symbol, client_order_id)
+        current = self.fetch_order(symbol, client_order_id, trigger=trigger)
         if current.status.is_final:
             return current
         try:
             raw = self._call(f"cancel_order {client_order_id}", self._client.cancel_order,
-                             current.exchange_order_id, symbol, {}, write=True)
+                             current.exchange_order_id, symbol, {"trigger": True} if trigger else {}, write=True)
         except AmbiguousOrderError as exc:
             logger.warning("%s: %s; looking it up by client order id", self.name, exc)
-            return self._recover(symbol, client_order_id, str(exc))
+            return self._recover(symbol, client_order_id, str(exc), trigger=trigger)
         state = self._order_state(raw, client_order_id, symbol)
         return state
 
-    def _recover(self, symbol: str, client_order_id: str, cause: str) -> OrderState:
-        return recover_order(self, symbol, client_order_id, cause, attempts=self._lookup_attempts,
+    def _recover(self, symbol: str, client_order_id: str, cause: str, *, trigger: bool = False) -> OrderState:
+        venue = _TriggerLookup(self) if trigger else self
+        return recover_order(venue, symbol, client_order_id, cause, attempts=self._lookup_attempts,
                              delay=self._lookup_delay, sleep=self._sleep, log=logger)
+
+    # ------------------------------------------------------------------ resting stops [RK-5]
+
+    def _trigger_book(self) -> bool:
+        """Whether the venue keeps trigger orders apart (looked up with ``trigger=True``)."""
+        return bool((self._features().get("fetchOrder") or {}).get("trigger"))
+
+    def create_stop_order(self, request: OrderRequest, stop_price: Decimal) -> OrderState:
+        """A stop-loss market order of ``request.qty`` triggered at ``stop_price`` (on the tick
+        grid, never looser: a SELL stop rounds up, a BUY stop down)."""
+        self._require_keys("create_stop_order")
+        if not self.capabilities().stop_orders:
+            raise InvalidOrderError(f"{self.name}: the venue has no stop-loss orders")
+        if request.qty is None:
+            raise InvalidOrderError(f"{self.name}: a stop order is sized by qty")
+        market = self.market_info(request.symbol)
+        # Binance lists a market's order types; refuse before sending when stop-loss is not one.
+        order_types = ((self._client.markets or {}).get(request.symbol) or {}).get("info", {}).get("orderTypes")
+        if isinstance(order_types, list) and order_types and "STOP_LOSS" not in order_types:
+            raise InvalidOrderError(f"{self.name} {request.symbol}: no stop-loss market orders on this market")
+        prepared = self.prepare_order(OrderRequest(request.client_order_id, request.symbol, request.side,
+                                                   OrderType.MARKET, qty=request.qty,
+                                                   reduce_only=request.reduce_only))
+        trigger = Decimal(stop_price)
+        if market.tick_size is not None:
+            trigger = round_price_to_tick(trigger, market.tick_size, prepared.side)
+        params: dict[str, Any] = {"clientOrderId": prepared.client_order_id, "stopLossPrice": float(trigger)}
+        if prepared.reduce_only:
+            params["reduceOnly"] = True
+        context = f"create_stop_order {prepared.client_order_id}"
+        try:
+            raw = self._call(context, self._client.create_order, prepared.symbol, "market", prepared.side.value,
+                             float(prepared.qty), None, params, write=True)
+        except AmbiguousOrderError as exc:
+            logger.warning("%s: %s; looking it up by client order id", self.name, exc)
+            return self._recover(prepared.symbol, prepared.client_order_id, str(exc), trigger=self._trigger_book())
+        state = self._order_state(raw, prepared.client_order_id, prepared.symbol)
+        if state.qty is None:
+            state.qty = prepared.qty
+        return state
+
+    def fetch_stop_order(self, symbol: str, client_order_id: str) -> OrderState:
+        return self.fetch_order(symbol, client_order_id, trigger=self._trigger_book())
+
+    def cancel_stop_order(self, symbol: str, client_order_id: str) -> OrderState:
+        return self.cancel_order(symbol, client_order_id, trigger=self._trigger_book())
 
     def open_orders(self, symbol: str | None = None) -> list[OrderState]:
         self._require_keys("open_orders")
@@ -490,6 +575,17 @@ class CcxtExchange:
                     trade_id=str(t.get("id") or ""))
 
 
+class _TriggerLookup:
+    """``recover_order`` for a stop order: look it up in the trigger book."""
+
+    def __init__(self, venue: CcxtExchange) -> None:
+        self.name = venue.name
+        self._venue = venue
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> OrderState:
+        return self._venue.fetch_stop_order(symbol, client_order_id)
+
+
 def _precision_step(value: Any, mode: int) -> Decimal | None:
     if value is None:
         return None
@@ -510,3 +606,45 @@ def _d_opt(value: Any) -> Decimal | None:
 
 def _f(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+# ---------------------------------------------------------------------- collection helper
+# Additive, for the market data service (execution.collectors); owned with the collectors.
+
+def fetch_ohlcv_window(venue: CcxtExchange, symbol: str, timeframe: str, start: int, end: int) -> tuple[Any, int]:
+    """One ``fetch_ohlcv`` request for the bars opening in ``[start, end]`` (epoch seconds on the
+    timeframe grid), rows as the venue sent them: unsorted, duplicates and off-grid rows kept, so
+    ``execution.engine.validation`` counts every problem. Returns ``(OhlcvSeries, malformed)``,
+    ``malformed`` = rows that are not ``[ms, o, h, l, c, v]``; unreadable values become NaN."""
+    from execution.engine.validation import OhlcvSeries
+
+    if timeframe not in TIMEFRAME_SECONDS:
+        raise ValueError(f"unsupported timeframe {timeframe!r}")
+    tf = TIMEFRAME_SECONDS[timeframe]
+    if start % tf or end % tf or end < start:
+        raise ValueError(f"window [{start}, {end}] is not on the {timeframe} grid")
+    page = venue._call("fetch_ohlcv", venue.client.fetch_ohlcv, symbol, timeframe, start * 1000,
+                       (end - start) // tf + 1)
+    ts, values, malformed = [], [], 0
+    for row in page or []:
+        try:
+            t = int(row[0]) // 1000
+            vals = [_num(v) for v in row[1:6]]
+        except (TypeError, ValueError, IndexError, KeyError):
+            malformed += 1
+            continue
+        if len(vals) != 5:
+            malformed += 1
+            continue
+        if start <= t < end + tf:
+            ts.append(t)
+            values.append(vals)
+    arr = np.array(values, dtype=np.float64).reshape(-1, 5)
+    return OhlcvSeries(symbol, timeframe, np.array(ts, dtype=np.int64), *arr.T), malformed
+
+
+def _num(value: Any) -> float:
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -12,6 +12,14 @@ the fill model rejects raise ``InvalidOrderError``; missing funds raise
 submitted at ``now`` against the current book, and resting orders are matched against each new
 bar. Without open orders ``advance(n)`` generates the bars in one vectorised block (identical
 to ``n`` single steps). ``get_state`` / ``from_state`` persist the whole venue as JSON-safe data.
+
+Resting stop orders [RK-5] (``StopOrders``): a SELL stop locks its quantity like a sell order
+and triggers on the first matched bar whose low trades at or below the stop; it then executes as
+a market sell against the book (so a gap fills below the stop, as on a real venue).
+
+``SnapshotSimVenue`` is the account of a LIVE trader on the ``sim`` exchange: the same account
+logic over the market data the collector stored (rules, latest books, 1-minute bars), matched
+bar by bar as new bars arrive; its state is persisted by ``execution.live``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import numpy as np
 
 from execution.adapters.base import InsufficientFundsError, InvalidOrderError, OrderNotFoundError
 from execution.engine.fillmodel import Bar, FillConfig, FillModel
+from execution.engine.policy import VenueCapabilities
 from execution.engine.resample import resample
 from execution.engine.sim import SimConfig, SimHistory, SimMarket
 from execution.engine.types import (
@@ -45,6 +54,10 @@ from execution.engine.types import (
 )
 
 ZERO = Decimal("0")
+#: The fill model has every order type: post-only, IOC/FOK, market buys by quantity or by quote
+#: amount; the simulated account adds resting stop orders.
+SIM_CAPABILITIES = VenueCapabilities(post_only=True, ioc=True, fok=True, market_buy_by_qty=True,
+                                     market_buy_by_quote=True, stop_orders=True, client_id_max_len=64)
 
 
 # ------------------------------------------------------------------ JSON-safe (de)serialisation
@@ -108,7 +121,11 @@ class SimulatedVenue:
         self._orders: dict[str, OrderState] = {}
         self._order_lock: dict[str, Decimal] = {}
         self._trades: list[Fill] = []
+        self._stops: dict[str, Decimal] = {}        # untriggered stop orders: client id -> stop price
         self._seq = 0
+
+    def capabilities(self) -> VenueCapabilities:
+        return SIM_CAPABILITIES
 
     # hooks the concrete venue provides ----------------------------------------------------
     @property
@@ -219,8 +236,54 @@ class SimulatedVenue:
         if order is None or order.symbol != symbol:
             raise OrderNotFoundError(f"no order {client_order_id} on {symbol}")
         self.fill_model.cancel(order, self.now)
+        self._stops.pop(client_order_id, None)
         self._settle(order, (), self._market(symbol))
         return _copy_order(order)
+
+    # resting stop orders (StopOrders) ---------------------------------------------------------
+    def create_stop_order(self, request: OrderRequest, stop_price: Decimal) -> OrderState:
+        """A SELL stop of ``request.qty`` at ``stop_price`` (spot: no buy stops); the quantity is
+        locked until it triggers or is cancelled."""
+        if request.client_order_id in self._orders:
+            raise InvalidOrderError(f"duplicate client_order_id {request.client_order_id}")
+        market = self._market(request.symbol)
+        if request.side is not Side.SELL or request.qty is None:
+            raise InvalidOrderError(f"{request.client_order_id}: only sell stops sized by qty (spot venue)")
+        if stop_price is None or stop_price <= 0:
+            raise InvalidOrderError(f"{request.client_order_id}: a stop needs a positive stop price")
+        if self._free.get(market.base, ZERO) < request.qty:
+            raise InsufficientFundsError(f"{market.base}: need {request.qty}, free {self._free.get(market.base, ZERO)}")
+        self._seq += 1
+        state = OrderState(client_order_id=request.client_order_id, symbol=request.symbol, side=Side.SELL,
+                           type=OrderType.MARKET, status=OrderStatus.OPEN, qty=request.qty, price=None,
+                           exchange_order_id=f"{self.name}-{self._seq}", ts=self.now)
+        self._free[market.base] -= request.qty
+        self._locked[market.base] = self._locked.get(market.base, ZERO) + request.qty
+        self._order_lock[request.client_order_id] = request.qty
+        self._orders[request.client_order_id] = state
+        self._stops[request.client_order_id] = Decimal(stop_price)
+        return _copy_order(state)
+
+    def fetch_stop_order(self, symbol: str, client_order_id: str) -> OrderState:
+        return self.fetch_order(symbol, client_order_id)
+
+    def cancel_stop_order(self, symbol: str, client_order_id: str) -> OrderState:
+        return self.cancel_order(symbol, client_order_id)
+
+    def stop_price(self, client_order_id: str) -> Decimal | None:
+        """The trigger of an untriggered stop (None once triggered or unknown)."""
+        return self._stops.get(client_order_id)
+
+    def _trigger_stop(self, order: OrderState, bar: Bar, book: OrderBook, market: MarketInfo) -> list[Fill]:
+        """Execute a triggered stop as a market sell against ``book`` at the bar's close."""
+        cid = order.client_order_id
+        del self._stops[cid]
+        request = OrderRequest(cid, order.symbol, Side.SELL, OrderType.MARKET, qty=order.qty)
+        state = self.fill_model.submit(request, book, bar.ts + bar.seconds, market)
+        state.exchange_order_id = order.exchange_order_id
+        self._orders[cid] = state
+        self._settle(state, state.fills, market)
+        return list(state.fills)
 
     def fetch_order(self, symbol: str, client_order_id: str) -> OrderState:
         order = self._orders.get(client_order_id)
@@ -244,6 +307,11 @@ class SimulatedVenue:
         book = book_fn()
         fills: list[Fill] = []
         for order in active:
+            stop = self._stops.get(order.client_order_id)
+            if stop is not None:
+                if not bar.is_missing and Decimal(repr(bar.low)) <= stop:
+                    fills.extend(self._trigger_stop(order, bar, book, market))
+                continue
             new = self.fill_model.on_bar(order, bar, book, market)
             self._settle(order, new, market)
             fills.extend(new)
@@ -254,7 +322,8 @@ class SimulatedVenue:
                 "locked": {k: str(v) for k, v in self._locked.items()},
                 "orders": [order_to_dict(o) for o in self._orders.values()],
                 "order_lock": {k: str(v) for k, v in self._order_lock.items()},
-                "trades": [fill_to_dict(f) for f in self._trades], "seq": self._seq}
+                "trades": [fill_to_dict(f) for f in self._trades], "seq": self._seq,
+                "stops": {k: str(v) for k, v in self._stops.items()}}
 
     def _restore_account(self, state: dict[str, Any]) -> None:
         self._free = {k: Decimal(v) for k, v in state["free"].items()}
@@ -264,6 +333,7 @@ class SimulatedVenue:
         self._order_lock = {k: Decimal(v) for k, v in state["order_lock"].items()}
         self._trades = [fill_from_dict(d) for d in state["trades"]]
         self._seq = int(state["seq"])
+        self._stops = {k: Decimal(v) for k, v in state.get("stops", {}).items()}
 
 
 def fill_config_to_dict(c: FillConfig) -> dict[str, Any]:
@@ -406,3 +476,75 @@ class SimExchange(SimulatedVenue):
                 skip -= chunk
             ex._remember(replay.generate(keep))
         return ex
+
+
+# ------------------------------------------------------------------ a LIVE account on the sim exchange
+
+
+class SnapshotSimVenue(SimulatedVenue):
+    """One simulated account over the collected market data (see the module docstring).
+
+    ``markets`` and ``books`` are the collector's latest rules and books; ``now`` the end of the
+    last collected bar. ``match(candles, after_ts)`` runs resting orders and stops through every
+    1-minute bar that opened after ``after_ts`` (the books of those bars are not stored, so a
+    triggered or delayed order meets the latest book). ``state`` resumes a persisted account
+    (``get_state``); without it the account starts with ``balances``.
+    """
+
+    name = "sim"
+    can_trade = True
+
+    def __init__(self, markets: dict[str, MarketInfo], books: dict[str, OrderBook], now: int, *,
+                 state: dict[str, Any] | None = None, balances: dict[str, Decimal] | None = None,
+                 fill_config: FillConfig | None = None) -> None:
+        super().__init__(fill_config, balances if state is None else {})
+        self._market_map = dict(markets)
+        self._books = dict(books)
+        self._now = int(now)
+        if state is not None:
+            if state.get("version") != 1:
+                raise ValueError("unsupported sim account state version")
+            self._restore_account(state["account"])
+
+    @property
+    def now(self) -> int:
+        return self._now
+
+    def markets(self) -> list[MarketInfo]:
+        return list(self._market_map.values())
+
+    def order_book(self, symbol: str, depth: int = 15) -> OrderBook:
+        if symbol not in self._books:
+            raise InvalidOrderError(f"unknown market {symbol}")
+        book = self._books[symbol]
+        return OrderBook(book.symbol, book.ts, book.bids[:depth], book.asks[:depth])
+
+    def tickers(self, symbols: list[str] | None = None) -> list[Ticker]:
+        wanted = set(symbols) if symbols is not None else None
+        return [Ticker(s, b.ts, b.mid, b.best_bid, b.best_ask, float("nan"), float("nan"))
+                for s, b in self._books.items() if wanted is None or s in wanted]
+
+    def candles(self, symbol: str, timeframe: str, since: int | None = None, limit: int = 200) -> Candles:
+        raise MarketDataError("the sim account reads bars from the collector, not from the venue")
+
+    def match(self, candles: Candles, after_ts: int, bar_seconds: int = 60) -> list[Fill]:
+        """Run open orders through the bars of ``candles`` that opened after ``after_ts``."""
+        fills: list[Fill] = []
+        for j in np.flatnonzero(candles.ts > after_ts):
+            symbols = sorted({o.symbol for o in self._orders.values() if not o.status.is_final})
+            for symbol in symbols:
+                if symbol not in candles.symbols:
+                    continue
+                bar = Bar.from_candles(candles, candles.index(symbol), int(j), bar_seconds)
+                fills.extend(self._match_bar(symbol, bar, lambda symbol=symbol: self.order_book(symbol)))
+        return fills
+
+    def get_state(self, keep_final_orders: int = 2000, keep_trades: int = 5000) -> dict[str, Any]:
+        """JSON-safe account; bounded: every working order, the newest ``keep_final_orders``
+        finished ones and the newest ``keep_trades`` fills (older ones are in our own books)."""
+        final = [cid for cid, o in self._orders.items() if o.status.is_final]
+        for cid in final[:max(0, len(final) - keep_final_orders)]:
+            del self._orders[cid]
+            self._order_lock.pop(cid, None)
+        self._trades = self._trades[-keep_trades:]
+        return {"version": 1, "account": self._account_state()}

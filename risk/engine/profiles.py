@@ -131,8 +131,14 @@ class RiskProfile:
                                      doc="a condition trip stays at least this long (no flapping)")
     # --- execution [EXE-1] and cadence --------------------------------------------------------
     allow_market_fallback: bool = _p(True, doc="market order after a limit order times out")
-    limit_offset_bps: float = _p(5.0, 0.0, 500.0, unit="bp", doc="limit price offset from the touch")
+    limit_offset_bps: float = _p(5.0, 0.0, 500.0, unit="bp",
+                                 doc="first entry limit this far inside the far touch (0 = at the touch)")
     order_timeout_seconds: int = _p(30, 1, 3_600, unit="s", doc="cancel/replace an unfilled limit after")
+    split_legs: int = _p(1, 1, 10, unit="orders", doc="an entry is split into this many limit orders")
+    leg_spacing_bps: float = _p(5.0, 0.0, 500.0, unit="bp", doc="each further leg this much deeper in the book")
+    post_only_entries: bool = _p(False, doc="entry limits are post-only (maker) where the venue supports it")
+    max_replaces: int = _p(2, 0, 10, unit="replaces",
+                           doc="re-price an unfilled entry this often (each time nearer the touch)")
     cadence_seconds: int = _p(60, 1, 86_400, unit="s", doc="one tick per this many seconds")
     module_weights: dict[str, float] = _p(DEFAULT_MODULE_WEIGHTS, doc="score module weights [SC-2]")
 
@@ -298,6 +304,7 @@ SAFETY_FIRST = RiskProfile(
     max_slippage=0.003, max_spread=0.003, kelly_fraction=0.25, panic_reduce_fraction=1.0,
     max_avg_corr=0.75, volatility_spike_ratio=2.0, max_leverage=1.0,
     allow_market_fallback=False, use_monte_carlo=True,
+    split_legs=2, post_only_entries=True, max_replaces=3,
 )
 STANDARD = RiskProfile()
 PROFIT_FIRST = RiskProfile(
@@ -309,6 +316,7 @@ PROFIT_FIRST = RiskProfile(
     atr_stop_mult=2.0, trailing_atr_mult=3.0, time_stop_seconds=36 * 3600,
     kelly_fraction=0.5, panic_reduce_fraction=0.5, volatility_spike_ratio=3.0, max_leverage=2.0,
     allow_market_fallback=True, use_monte_carlo=True,
+    split_legs=2,
 )
 CRAZY = RiskProfile(
     name=ProfileName.CRAZY.value,
@@ -320,6 +328,7 @@ CRAZY = RiskProfile(
     max_slippage=0.008, max_spread=0.008, kelly_fraction=0.75, panic_reduce_fraction=0.5,
     max_avg_corr=0.85, volatility_spike_ratio=4.0, max_leverage=3.0,
     allow_market_fallback=True, use_monte_carlo=False,
+    limit_offset_bps=0.0, max_replaces=1,
 )
 
 DEFAULTS: dict[str, RiskProfile] = {
