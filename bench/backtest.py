@@ -21,14 +21,23 @@ Building the pandas inputs of the libraries is outside the timers. Warm timings 
 printed too. Targets: >= 10x backtesting.py, within 2x of vectorbt warm
 (``ours_seconds <= 2 * vectorbt_warm_seconds``).
 
-Part (b), the full pipeline on 100 markets x 30 days, is another runner to add to ``PARTS``.
+Part (b), ``pipeline``: the full pipeline backtest (``strategies.engine.backtest.pipeline``,
+the live tick core on every bar) on ``--pipeline-markets`` (100) simulated markets x
+``--pipeline-days`` (30) days of one-minute bars with the STANDARD profile, after the warm-up
+the first tick needs (1,484 bars). Reports the backtest's wall time (the simulator's generation
+apart), bars (clock ticks) and market-bars per second, peak resident memory of this process and
+of the precompute workers (``--pipeline-workers``), the CPU time of this process and the
+machine's load average around the run (the machine is shared: wall time alone overstates the
+cost when other work runs), and the result (trades, final equity). Target: under 60 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -135,8 +144,72 @@ def bench_reference(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (Linux >= 4.0), so the peak measured after it is
+    the run's own and not the simulator's generation."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    from risk.engine.profiles import STANDARD
+    from strategies.engine.backtest.pipeline import BacktestConfig, MarketData, run_backtest
+
+    warmup = 1484
+    bars = int(round(args.pipeline_days * 1440))
+    t0 = time.perf_counter()
+    sim = SimMarket(SimConfig(seed=7, n_markets=args.pipeline_markets))
+    hist = sim.generate(warmup + bars)
+    data = MarketData(hist.candles, {m.symbol: m for m in sim.market_info()})
+    gen_seconds = time.perf_counter() - t0
+    peak_generation = _peak_rss_mb()
+    reset = _reset_peak_rss()
+    load_before = os.getloadavg()
+    config = BacktestConfig(profile=STANDARD, start_index=warmup, mode=args.pipeline_mode,
+                            workers=args.pipeline_workers)
+    cpu0 = time.process_time()
+    result = run_backtest(data, config)
+    cpu_seconds = time.process_time() - cpu0
+    seconds = result.seconds
+    market_bars = result.bars * len(result.markets)
+    return {
+        "markets": len(result.markets), "days": bars / 1440, "bars": result.bars, "market_bars": market_bars,
+        "warmup_bars": warmup, "mode": config.mode, "workers": config.workers, "window_bars": config.window_bars,
+        "profile": config.profile.name, "sim_generate_seconds": round(gen_seconds, 3),
+        "seconds": round(seconds, 2), "cpu_seconds_main_process": round(cpu_seconds, 2),
+        "bars_per_second": round(result.bars / seconds, 1),
+        "bars_per_cpu_second": round(result.bars / cpu_seconds, 1) if cpu_seconds > 0 else None,
+        "market_bars_per_second": round(market_bars / seconds, 1),
+        "ms_per_bar": round(seconds / result.bars * 1000, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb_is_the_runs_own": reset,
+        "peak_rss_mb_with_sim_generation": round(peak_generation, 1),
+        "peak_rss_mb_workers": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "trades": len(result.trades), "fills": result.fills, "final_equity": float(result.final_equity),
+        "target_under_60s": seconds < 60,
+    }
+
+
 PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "reference": bench_reference,
+    "pipeline": bench_pipeline,
 }
 
 
@@ -148,6 +221,11 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=7, help="warm runs of ours and vectorbt (best is reported)")
     parser.add_argument("--bt-repeats", type=int, default=1, help="runs of backtesting.py")
+    parser.add_argument("--pipeline-markets", type=int, default=100, help="part (b): simulated markets")
+    parser.add_argument("--pipeline-days", type=float, default=30.0, help="part (b): days of 1-minute bars")
+    parser.add_argument("--pipeline-mode", choices=["vector", "bar"], default="vector")
+    parser.add_argument("--pipeline-workers", type=int, default=1,
+                        help="part (b): processes precomputing the scans ahead of the event loop")
     args = parser.parse_args()
     result: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
                               "numpy": np.__version__, "pandas": pd.__version__}

@@ -126,12 +126,15 @@ def _markets(exchange: str, symbols: tuple[str, ...], inputs: dict) -> tuple[dic
 
 def _params(signal: Signal, inputs: dict) -> tuple[ScanParams, list[str]]:
     from risk.engine.profiles import RiskProfile
+    from strategies.engine.learning.params import apply_scan_params
     from strategies.services import effective_profile
     from traders.trading import scan_params
 
     warnings: list[str] = []
     if "effective_profile" in inputs:   # the exact profile the tick ran with
-        return scan_params(RiskProfile.from_dict(inputs["effective_profile"])), warnings
+        over = inputs.get("scan_overrides") or {}   # AI MODE's model scan keys and bandit weights
+        params = scan_params(RiskProfile.from_dict(inputs["effective_profile"]))
+        return apply_scan_params(params, over.get("scan"), over.get("bandit_weights")), warnings
     profile_row = signal.trader.profile
     if profile_row.key == ProfileKey.AI_MODE:
         warnings.append("AI MODE: the live model's parameters are today's, not necessarily the scan's")

@@ -14,38 +14,38 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from execution.engine.types import MarketDataError, OrderRequest, OrderType, Side, TimeInForce
+from execution.collectors import trader_market_source
+from execution.engine.types import MarketDataError, OrderRequest
+from execution.live import LiveRefused, broker_for
 from execution.marketdata import MarketView, load_view
 from execution.models import Order, Position
-from execution.paper import PaperBroker, book_fill, order_from_request
+from execution.paper import book_fill, close_if_unfilled, order_from_request
+from execution.reconcile import reconcile_trader
 from quantweb.db import quantize_money, to_decimal
-from regime.engine.types import RegimeLabel
-from risk.engine.checks import CheckContext, ExchangeHealth, run_checklist
-from risk.engine.guard import (
-    EMERGENCY_STOP,
-    PANIC_REGIME,
-    GuardInputs,
-    GuardState,
-    Severity,
-    evaluate,
-    period_starts,
-    reset,
-)
-from risk.engine.portfolio import PortfolioState
-from risk.engine.positions import PositionState, manage_position
+from risk.engine.guard import GuardState, Severity, period_starts
+from risk.engine.positions import PositionState
 from risk.engine.profiles import RiskProfile
-from risk.engine.sizing import size_position
 from risk.models import KillSwitch, TraderSafetyState
-from strategies.engine import indicators as ind
-from strategies.engine.aggregator import AggregatorParams
-from strategies.engine.pipeline import ScanParams, ScanResult, scan
+from strategies.engine.learning.params import apply_scan_params
+from strategies.engine.pipeline import ScanResult, scan
 from strategies.engine.types import Direction
 from strategies.models import FeatureSnapshot, ScanRun, Signal
+from strategies.services import scan_overrides
 from traders import audit, realtime
+from traders.engine.tick import (
+    EntryDecision,
+    ExitRecord,
+    GuardContext,
+    GuardFeedState,
+    GuardOutcome,
+    HeldPosition,
+    OrderOutcome,
+    run_core,
+)
+from traders.engine.tick import scan_params as scan_params
 from traders.models import EquitySnapshot, EventLevel, Trader, TraderMode, TraderStatus
 from traders.services import log_event
 
@@ -67,205 +67,59 @@ class TickReport:
 def trader_profile(trader: Trader) -> RiskProfile:
     from strategies.services import effective_profile
 
-    return effective_profile(trader.profile, params=trader.config_version.params)
-
-
-def scan_params(profile: RiskProfile) -> ScanParams:
-    return ScanParams(
-        aggregator=AggregatorParams(weights=dict(profile.module_weights), entry_threshold=profile.entry_threshold,
-                                    exit_threshold=profile.exit_threshold, risk_multiplier=profile.risk_multiplier),
-        profile_max_positions=profile.max_positions_cap,
-    )
+    return effective_profile(trader.profile, params=trader.config_version.params, mode=trader.mode)
 
 
 def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickReport:
     """Tick one trader on the closed bar ``bar_ts``. Idempotent per bar."""
-    trader = Trader.objects.select_related("profile", "config_version").get(pk=trader_id)
+    trader = Trader.objects.select_related("profile", "config_version", "credential").get(pk=trader_id)
     try:
-        view = load_view(trader.exchange, bar_ts)
-    except (LookupError, MarketDataError) as exc:
+        view = load_view(trader_market_source(trader), bar_ts)
+    except (LookupError, ValueError, MarketDataError) as exc:
         log_event(trader, "TICK_SKIPPED", f"no market data for bar {bar_ts}: {exc}", level=EventLevel.WARN)
         return TickReport(trader_id, bar_ts, "no-data")
     with transaction.atomic():
-        trader = (Trader.objects.select_for_update(skip_locked=True).select_related("profile", "config_version")
-                  .filter(pk=trader_id).first())
+        trader = (Trader.objects.select_for_update(skip_locked=True)
+                  .select_related("profile", "config_version", "credential").filter(pk=trader_id).first())
         if trader is None:
             return TickReport(trader_id, bar_ts, "busy")   # another worker is ticking it
         if trader.status not in (TraderStatus.RUNNING, TraderStatus.PAUSED) or trader.removed_at:
             return TickReport(trader_id, bar_ts, "not-running")
         if trader.last_tick_ts is not None and bar_ts <= trader.last_tick_ts:
             return TickReport(trader_id, bar_ts, "stale")
-        if trader.mode == TraderMode.LIVE:
-            # Venue order routing (exactly-once client ids, reconciliation) is not built yet, so
-            # a LIVE trader places nothing: no simulated order may ever be booked as LIVE.
-            reason = "LIVE order routing is not available in this build; no order is placed"
-            if trader.status_reason != reason:
-                trader.status_reason = reason
-                log_event(trader, "LIVE_NOT_AVAILABLE", reason, level=EventLevel.WARN)
+        # PAPER: the fill model. LIVE: only LIVE + ARMED + paper protection passed gets a venue
+        # broker (checked again before every venue call); anything else places nothing [EXE-4].
+        try:
+            broker = broker_for(trader, view, profile=trader_profile(trader))
+        except LiveRefused:
             trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
-            trader.save(update_fields=["status_reason", "last_tick_ts", "last_tick_at"])
-            return TickReport(trader_id, bar_ts, "live-unavailable")
-        report = _tick(trader, view, bar_ts)
+            trader.save(update_fields=["last_tick_ts", "last_tick_at"])
+            return TickReport(trader_id, bar_ts, "live-refused")
+        if trader.mode == TraderMode.LIVE:
+            # Orders a crashed worker left behind are settled by client order id first [EXE-2].
+            reconcile_trader(trader, broker.exchange, view=view)
+        report = _tick(trader, view, bar_ts, broker)
         trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
         trader.save()
     return report
 
 
-def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
-    report = TickReport(trader.pk, bar_ts, "ok")
+def _tick(trader: Trader, view: MarketView, bar_ts: int, broker=None) -> TickReport:
+    """Load the tick's state, let the pure core decide (``traders.engine.tick.run_core``) through
+    a port that stores every decision and books every fill, then write the books and the log."""
     profile = trader_profile(trader)
     safety, _ = TraderSafetyState.objects.select_for_update().get_or_create(
         trader=trader, defaults={"peak_equity": trader.seed_money})
     kill = KillSwitch.objects.filter(pk=1).first()
-    positions = {p.symbol: p for p in Position.objects.select_for_update().filter(trader=trader, status=Position.Status.OPEN)}
-    broker = PaperBroker(trader, view)
-    now_ts = bar_ts + BAR
-
-    # 1. Resting orders from earlier ticks meet the new bar; stale ones are cancelled [EXE-1].
-    for order in Order.objects.select_for_update().filter(
-            trader=trader, status__in=[Order.Status.OPEN, Order.Status.PARTIALLY_FILLED]):
-        fills = broker.advance(order)
-        report.fills += _book_fills(trader, order, fills, positions, view, reason=order.purpose.upper())
-        if order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED) and \
-                now_ts - (order.bar_ts or now_ts) >= max(profile.order_timeout_seconds, BAR):
-            broker.cancel(order, "timeout: remainder cancelled")
-            _close_if_unfilled(order, positions)
-            log_event(trader, "ORDER_CANCELLED", f"{order.symbol} {order.side} remainder cancelled after timeout",
-                      data={"client_order_id": order.client_order_id, "filled": str(order.filled_qty)})
-
-    # 2. Scan the market.
-    started = time.perf_counter()
-    held = {s: Direction(p.direction) for s, p in positions.items()}
-    ema_in = dict(trader.scan_state.get("ema") or {})
-    result = scan(view.candles, books=view.books, tickers=view.tickers, params=scan_params(profile),
-                  ema_state=trader.scan_state.get("ema"), held=held, markets=view.markets,
-                  leader_history=view.leader_history)
-    duration_ms = (time.perf_counter() - started) * 1000
-    trader.scan_state = {**trader.scan_state, "ema": result.ema_state}
-    scan_run, signal_rows = _store_scan(trader, view, bar_ts, result, duration_ms, ema_in, held, profile)
-
-    # 3. Runtime guard [RK-4].
-    equity = _mark_to_market(trader, positions, view)
-    decision = _run_guard(trader, safety, profile, result, equity, kill, now_ts)
-
-    # 4. Manage open positions [RK-5].
-    atr = _atr(view, profile)
-    # [SC-4]: a held market is judged by its score on the held side; a signal that turned to the
-    # other side (or to none) scores 0 there, as in the aggregator's EXIT.
-    scores = {s.symbol: s.final_score if held.get(s.symbol) is s.direction else 0.0 for s in result.signals}
-    # A PANIC episode lasts as long as the guard's PANIC_REGIME trip, which holds through a
-    # flickering label, so a winner is reduced once per episode and not at every flicker [RK-5].
-    regime = RegimeLabel.PANIC if PANIC_REGIME in decision.codes else result.regime.label
-    for symbol, position in list(positions.items()):
-        i = view.candles.index(symbol)
-        price = view.last_price(symbol)
-        if not math.isfinite(price) or position.plan.get("dust"):
-            continue
-        state = PositionState.from_dict(position.plan["state"])
-        update = manage_position(
-            state, profile=profile, price=price, atr=float(atr[i]) if math.isfinite(atr[i]) else 0.0, now_ts=now_ts,
-            high=float(view.candles.high[i, -1]), low=float(view.candles.low[i, -1]), score=scores.get(symbol),
-            regime=regime, liquidate_all=decision.liquidate_all or bool(safety.state.get("liquidate")),
-            reduce_fraction=decision.reduce_fraction, reduce_code=decision.reduce_code or "GUARD_REDUCE",
-            market=view.markets[symbol],
-        )
-        position.plan = {**position.plan, "state": update.state.to_dict()}
-        position.stop_price = to_decimal(update.state.stop)
-        position.highest_price = to_decimal(update.state.highest_price)
-        position.save(update_fields=["plan", "stop_price", "highest_price"])
-        for n, intent in enumerate(update.intents):
-            qty = min(intent.qty, position.qty)
-            if qty <= 0:
-                continue
-            request = OrderRequest(client_order_id=f"qw{trader.pk}-x{position.pk}-{bar_ts}-{n}", symbol=symbol,
-                                   side=intent.side, type=OrderType.MARKET, qty=qty)
-            order = order_from_request(trader, request, purpose="exit", bar_ts=bar_ts, position=position)
-            fills = broker.submit(order, request)
-            report.fills += _book_fills(trader, order, fills, positions, view, reason=intent.reason_code)
-            report.exits += 1
-            if order.status == Order.Status.REJECTED and order.error == "below_min_notional":
-                # Dust: worth less than the venue's minimum order, it cannot be sold. It stays on
-                # the books (and in equity) but is no longer managed, so it cannot loop.
-                position.plan = {**position.plan, "dust": True}
-                position.save(update_fields=["plan"])
-                log_event(trader, "DUST", f"{symbol}: {position.qty} left is below the minimum order; kept, not managed",
-                          level=EventLevel.WARN, data={"position": position.pk})
-            elif order.status != Order.Status.FILLED and position.qty > 0:
-                # The book could not take it all (or the venue refused): let the manager ask again
-                # next tick instead of leaving the position marked as closing forever.
-                _reopen_for_exit(position)
-                log_event(trader, "EXIT_INCOMPLETE", f"{symbol}: {intent.reason_code} filled {order.filled_qty} of {qty} "
-                          f"({order.status}{': ' + order.error if order.error else ''}); retrying next tick",
-                          level=EventLevel.WARN, data={"client_order_id": request.client_order_id})
-            log_event(trader, "EXIT", f"{symbol}: {intent.reason_code} sell {qty} -> {order.status}",
-                      data={"client_order_id": request.client_order_id, "reason": intent.reason_code,
-                            "filled": str(order.filled_qty), "avg_price": str(order.avg_price)})
-    if safety.state.get("liquidate") and not positions:
-        safety.state = {k: v for k, v in safety.state.items() if k != "liquidate"}
-        safety.save(update_fields=["state"])
-        log_event(trader, "LIQUIDATED", f"{trader.name}: every position closed")
-
-    # 5. Entries: checklist, sizing, execution [RK-1], [RK-2], [EXE-1].
-    equity = _mark_to_market(trader, positions, view)
-    for sig in result.entries:
-        row = signal_rows.get(sig.symbol)
-        if sig.symbol in positions:
-            continue
-        portfolio = _portfolio(trader, positions, equity)
-        returns = _returns(view)
-        i = view.candles.index(sig.symbol)
-        open_idx = [view.candles.index(s) for s in positions]
-        ctx = CheckContext(
-            signal=sig, profile=profile, regime=result.regime, market=view.markets[sig.symbol],
-            book=view.books.get(sig.symbol), portfolio=portfolio, guard=decision, now_ts=now_ts,
-            health=ExchangeHealth(data_age_seconds=max(0.0, now_ts - view.data_ts)),
-            candidate_returns=returns[i], open_returns=returns[open_idx] if open_idx else None,
-        )
-        sizing = None
-        checklist = run_checklist(ctx)
-        if checklist.passed:
-            sizing = size_position(
-                profile=profile, equity=float(equity), cash_available=float(trader.cash),
-                entry_price=float(view.books[sig.symbol].best_ask), atr=float(atr[i]), direction=sig.direction,
-                market=view.markets[sig.symbol], book=view.books.get(sig.symbol),
-                remaining_risk_budget=portfolio.remaining_risk_budget(profile),
-                drawdown=decision.drawdown,
-            )
-        if row is not None:
-            row.checks = [c.to_dict() for c in checklist.results] + ([{"code": "SIZING", "passed": not sizing.skipped, "detail": sizing.to_dict()}] if sizing else [])
-            row.action = Signal.Action.ENTER if sizing is not None and not sizing.skipped else Signal.Action.SKIP
-            row.save(update_fields=["checks", "action"])
-        if not checklist.passed or sizing is None or sizing.skipped:
-            continue
-        request = OrderRequest(client_order_id=f"qw{trader.pk}-s{row.pk if row else bar_ts}-0", symbol=sig.symbol,
-                               side=Side.BUY if sig.direction is Direction.LONG else Side.SELL, type=OrderType.LIMIT,
-                               qty=sizing.qty, price=sizing.entry_price, tif=TimeInForce.GTC)
-        if request.side is Side.SELL:
-            continue  # spot venue: a short entry needs a perpetual venue (ccxt swap)
-        order = order_from_request(trader, request, purpose="entry", bar_ts=bar_ts, signal=row)
-        audit.record("ORDER_CREATED", actor="system", trader=trader, obj=order,
-                     payload={"client_order_id": request.client_order_id, "symbol": sig.symbol, "side": "buy",
-                              "qty": sizing.qty, "price": sizing.entry_price, "final_score": sig.final_score})
-        # The position exists from the order on (qty 0 until filled) so a resting entry is
-        # booked when it fills on a later bar, and the market is not entered twice meanwhile.
-        position = _open_position(trader, sig, sizing, result, bar_ts)
-        positions[sig.symbol] = position
-        order.position = position
-        order.save(update_fields=["position"])
-        fills = broker.submit(order, request)
-        if order.status == Order.Status.REJECTED:
-            log_event(trader, "ORDER_REJECTED", f"{sig.symbol}: entry rejected ({order.error})", level=EventLevel.WARN,
-                      data={"client_order_id": request.client_order_id, "error": order.error})
-        _close_if_unfilled(order, positions)
-        report.fills += _book_fills(trader, order, fills, positions, view, reason="ENTRY")
-        report.entries += 1
-        log_event(trader, "ENTRY", f"{sig.symbol}: buy {sizing.qty} @ {sizing.entry_price} (score {sig.final_score:.1f}) -> {order.status}",
-                  data={"client_order_id": request.client_order_id, "filled": str(order.filled_qty),
-                        "avg_price": str(order.avg_price), "caps": list(sizing.reason_codes)})
-        equity = _mark_to_market(trader, positions, view)
+    port = PaperPort(trader, view, profile, safety, kill, bar_ts, broker)
+    feed = GuardFeedState.from_dict(trader.scan_state.get("guard_feed"))
+    outcome = run_core(port, profile=profile, market=view, bar_ts=bar_ts, feed=feed, mc_seed=trader.pk)
+    trader.scan_state = {**trader.scan_state, "guard_feed": outcome.feed}
+    report = TickReport(trader.pk, bar_ts, "ok", entries=outcome.entries, exits=outcome.exits, fills=outcome.fills)
+    result = outcome.scan
 
     # 6. Books, equity curve, action log.
-    equity = _mark_to_market(trader, positions, view, save=True)
+    equity = _mark_to_market(trader, port.positions, view, save=True)
     trader.equity = quantize_money(equity)
     if trader.equity > safety.peak_equity:
         safety.peak_equity = trader.equity
@@ -276,8 +130,197 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int) -> TickReport:
     log_event(trader, "TICK", f"{result.regime.label.value} {result.regime.regime_score:.0f}: "
               f"{len(result.screen.symbols)} candidates, {len(result.entries)} entry signals, "
               f"{report.entries} entries, {report.exits} exits, equity {trader.equity:,.0f}",
-              data={"scan_run": scan_run.pk, "equity": str(trader.equity), "duration_ms": round(duration_ms, 1)})
+              data={"scan_run": port.scan_run.pk, "equity": str(trader.equity),
+                    "duration_ms": round(port.scan_ms, 1)})
     return report
+
+
+class PaperPort:
+    """The live worker's side of ``run_core``: Django rows in, Django rows out, the paper
+    broker for execution. Every call happens inside the tick's transaction."""
+
+    def __init__(self, trader: Trader, view: MarketView, profile: RiskProfile, safety: TraderSafetyState, kill,
+                 bar_ts: int, broker=None) -> None:
+        self.trader, self.view, self.profile, self.safety, self.kill = trader, view, profile, safety, kill
+        self.bar_ts = bar_ts
+        # The PaperBroker (or, for an eligible LIVE trader, the LiveBroker), both running the
+        # profile's execution policy [EXE-1].
+        self.broker = broker or broker_for(trader, view, profile=profile)
+        self.positions: dict[str, Position] = {
+            p.symbol: p for p in Position.objects.select_for_update().filter(trader=trader, status=Position.Status.OPEN)}
+        self.signal_rows: dict[str, Signal] = {}
+        self.scan_run: ScanRun | None = None
+        self.scan_ms = 0.0
+
+    # -- orders resting from earlier ticks
+    def resting_orders(self):
+        # Resting venue stops mirror the worker's stop [RK-5]; the LIVE broker keeps them in sync.
+        return list(Order.objects.select_for_update().filter(
+            trader=self.trader, status__in=[Order.Status.OPEN, Order.Status.PARTIALLY_FILLED]).exclude(purpose="stop"))
+
+    def advance(self, order: Order) -> int:
+        fills = self.broker.advance(order)
+        n = _book_fills(self.trader, order, fills, self.positions, self.view, reason=order.purpose.upper())
+        # A re-price / market fallback that expired unfilled must not leave an empty position
+        # that blocks the market [EXE-1].
+        for row in [order, *Order.objects.filter(parent=order)]:
+            _close_if_unfilled(row, self.positions)
+        return n
+
+    def order_open(self, order: Order) -> bool:
+        return order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
+
+    def order_bar_ts(self, order: Order) -> int | None:
+        return order.bar_ts
+
+    def cancel(self, order: Order, reason: str) -> None:
+        self.broker.cancel(order, reason)
+        _close_if_unfilled(order, self.positions)
+        log_event(self.trader, "ORDER_CANCELLED", f"{order.symbol} {order.side} remainder cancelled after timeout",
+                  data={"client_order_id": order.client_order_id, "filled": str(order.filled_qty)})
+
+    # -- books
+    def held(self) -> dict[str, HeldPosition]:
+        out = {}
+        for symbol, p in self.positions.items():
+            state = p.plan.get("state")
+            st = PositionState.from_dict({**state, "qty": float(p.qty)}) if state else None
+            out[symbol] = HeldPosition(symbol, Direction(p.direction), p.qty, st, bool(p.plan.get("dust")))
+        return out
+
+    def cash(self) -> Decimal:
+        return self.trader.cash
+
+    def equity(self) -> Decimal:
+        return _mark_to_market(self.trader, self.positions, self.view)
+
+    # -- scan
+    def scan(self, held: dict[str, Direction]) -> ScanResult:
+        trader, view = self.trader, self.view
+        started = time.perf_counter()
+        ema_in = dict(trader.scan_state.get("ema") or {})
+        # AI MODE: the deployed model's scan keys and the bandit's weights [AI-3], [AI-4].
+        overrides = scan_overrides(trader.profile, trader.mode)
+        params = apply_scan_params(scan_params(self.profile), overrides.get("scan"), overrides.get("bandit_weights"))
+        result = scan(view.candles, books=view.books, tickers=view.tickers, params=params,
+                      ema_state=trader.scan_state.get("ema"), held=held, markets=view.markets,
+                      leader_history=view.leader_history)
+        self.scan_ms = (time.perf_counter() - started) * 1000
+        trader.scan_state = {**trader.scan_state, "ema": result.ema_state}
+        self.scan_run, self.signal_rows = _store_scan(trader, view, self.bar_ts, result, self.scan_ms, ema_in, held,
+                                                      self.profile, overrides)
+        return result
+
+    # -- guard
+    def guard_context(self, now_ts: int) -> GuardContext:
+        trader = self.trader
+        starts = period_starts(now_ts)
+        return GuardContext(
+            day_start_equity=_period_start_equity(trader, starts["day"]),
+            week_start_equity=_period_start_equity(trader, starts["week"]),
+            month_start_equity=_period_start_equity(trader, starts["month"]),
+            consecutive_losses=_consecutive_losses(trader),
+            master_kill=bool(self.kill and self.kill.engaged),
+            emergency_stop=bool(self.safety.state.get("liquidate")),
+            previous=GuardState.from_dict(self.safety.state.get("guard")),
+        )
+
+    def store_guard(self, outcome: GuardOutcome) -> None:
+        _store_guard(self.trader, self.safety, outcome)
+
+    def api_stats(self) -> tuple[int, int] | None:
+        return None          # the paper broker makes no venue calls
+
+    # -- exits
+    def set_position_state(self, symbol: str, state: PositionState) -> None:
+        position = self.positions[symbol]
+        position.plan = {**position.plan, "state": state.to_dict()}
+        position.stop_price = to_decimal(state.stop)
+        position.highest_price = to_decimal(state.highest_price)
+        position.save(update_fields=["plan", "stop_price", "highest_price"])
+
+    def blacklist(self, now_ts: int) -> dict[str, int]:
+        from execution.services import blacklisted_markets
+
+        return blacklisted_markets(self.trader, now_ts)
+
+    def exit_order_id(self, symbol: str, n: int) -> str:
+        return f"qw{self.trader.pk}-x{self.positions[symbol].pk}-{self.bar_ts}-{n}"
+
+    def submit_exit(self, symbol: str, request: OrderRequest, reason: str) -> OrderOutcome:
+        position = self.positions[symbol]
+        self._exit_position = position
+        order = order_from_request(self.trader, request, purpose="exit", bar_ts=self.bar_ts, position=position)
+        fills = self.broker.submit(order, request)
+        n = _book_fills(self.trader, order, fills, self.positions, self.view, reason=reason)
+        return _outcome(order, n)
+
+    def after_exit(self, record: ExitRecord, request: OrderRequest) -> None:
+        trader, position, outcome = self.trader, self._exit_position, record.outcome
+        symbol = record.symbol
+        if record.followup == "DUST":
+            # Dust: worth less than the venue's minimum order, it cannot be sold. It stays on
+            # the books (and in equity) but is no longer managed, so it cannot loop.
+            position.plan = {**position.plan, "dust": True}
+            position.save(update_fields=["plan"])
+            log_event(trader, "DUST", f"{symbol}: {position.qty} left is below the minimum order; kept, not managed",
+                      level=EventLevel.WARN, data={"position": position.pk})
+        elif record.followup == "RETRY":
+            # The book could not take it all (or the venue refused): let the manager ask again
+            # next tick instead of leaving the position marked as closing forever.
+            _reopen_for_exit(position)
+            log_event(trader, "EXIT_INCOMPLETE", f"{symbol}: {record.reason} filled {outcome.filled_qty} of {record.qty} "
+                      f"({outcome.status}{': ' + outcome.error if outcome.error else ''}); retrying next tick",
+                      level=EventLevel.WARN, data={"client_order_id": request.client_order_id})
+        log_event(trader, "EXIT", f"{symbol}: {record.reason} sell {record.qty} -> {outcome.status}",
+                  data={"client_order_id": request.client_order_id, "reason": record.reason,
+                        "filled": str(outcome.filled_qty), "avg_price": str(outcome.avg_price)})
+
+    def liquidation_done(self) -> None:
+        safety = self.safety
+        safety.state = {k: v for k, v in safety.state.items() if k != "liquidate"}
+        safety.save(update_fields=["state"])
+        log_event(self.trader, "LIQUIDATED", f"{self.trader.name}: every position closed")
+
+    # -- entries
+    def record_entry(self, decision: EntryDecision) -> None:
+        row = self.signal_rows.get(decision.signal.symbol)
+        if row is None:
+            return
+        sizing = decision.sizing
+        row.checks = decision.checks()
+        row.action = Signal.Action.ENTER if sizing is not None and not sizing.skipped else Signal.Action.SKIP
+        row.save(update_fields=["checks", "action"])
+
+    def entry_order_id(self, sig) -> str:
+        row = self.signal_rows.get(sig.symbol)
+        return f"qw{self.trader.pk}-s{row.pk if row else self.bar_ts}-0"
+
+    def submit_entry(self, decision: EntryDecision, request: OrderRequest, result: ScanResult) -> OrderOutcome:
+        trader, sig, sizing = self.trader, decision.signal, decision.sizing
+        row = self.signal_rows.get(sig.symbol)
+        order = order_from_request(trader, request, purpose="entry", bar_ts=self.bar_ts, signal=row)
+        audit.record("ORDER_CREATED", actor="system", trader=trader, obj=order,
+                     payload={"client_order_id": request.client_order_id, "symbol": sig.symbol, "side": "buy",
+                              "qty": sizing.qty, "price": sizing.entry_price, "final_score": sig.final_score})
+        # The position exists from the order on (qty 0 until filled) so a resting entry is
+        # booked when it fills on a later bar, and the market is not entered twice meanwhile.
+        position = _open_position(trader, sig, sizing, result, self.bar_ts)
+        self.positions[sig.symbol] = position
+        order.position = position
+        order.save(update_fields=["position"])
+        # A refusal is recorded by the broker (ExecutionFailure + ORDER_FAILED event + alert) [EXE-3].
+        fills = self.broker.submit(order, request)
+        n = _book_fills(trader, order, fills, self.positions, self.view, reason="ENTRY")
+        _close_if_unfilled(order, self.positions)
+        log_event(trader, "ENTRY", f"{sig.symbol}: buy {sizing.qty} @ {sizing.entry_price} (score {sig.final_score:.1f}) -> {order.status}",
+                  data={"client_order_id": request.client_order_id, "filled": str(order.filled_qty),
+                        "avg_price": str(order.avg_price), "caps": list(sizing.reason_codes)})
+        return _outcome(order, n)
+
+
+def _outcome(order: Order, fills: int) -> OrderOutcome:
+    return OrderOutcome(order.status, order.filled_qty, order.avg_price, order.error, fills)
 
 
 def _book_fills(trader, order: Order, fills, positions: dict[str, Position], view: MarketView, *, reason: str) -> int:
@@ -325,16 +368,12 @@ def _reopen_for_exit(position: Position) -> None:
 
 
 def _close_if_unfilled(order: Order, positions: dict[str, Position]) -> None:
-    """An entry that ended with nothing filled leaves no position behind."""
-    position = order.position
-    if order.purpose != "entry" or position is None or position.qty > 0:
-        return
-    if order.status not in (Order.Status.CANCELLED, Order.Status.REJECTED, Order.Status.EXPIRED):
-        return
-    position.status, position.closed_ts = Position.Status.CLOSED, order.bar_ts
-    position.plan = {**position.plan, "never_filled": True}
-    position.save(update_fields=["status", "closed_ts", "plan"])
-    positions.pop(position.symbol, None)
+    """An entry that ended with nothing filled, and whose sibling legs and re-priced successors
+    are not working any more, leaves no position behind (``execution.paper.close_if_unfilled``)."""
+    if close_if_unfilled(order):
+        held = positions.get(order.symbol)
+        if held is not None and held.pk == order.position_id:
+            positions.pop(order.symbol)
 
 
 def _sync_plan_qty(position: Position) -> None:
@@ -356,28 +395,6 @@ def _mark_to_market(trader, positions: dict[str, Position], view: MarketView, *,
         if save:
             position.save(update_fields=["last_price", "plan"])
     return trader.cash + value
-
-
-def _portfolio(trader, positions: dict[str, Position], equity: Decimal) -> PortfolioState:
-    states = tuple(PositionState.from_dict(p.plan["state"]) for p in positions.values() if p.qty > 0)
-    return PortfolioState(equity=float(equity), cash=float(trader.cash), positions=states)
-
-
-def _atr(view: MarketView, profile: RiskProfile) -> np.ndarray:
-    from regime.engine.features import filled_bars, resample_end_aligned
-
-    bars_1m, _ = filled_bars(view.candles)
-    bars = resample_end_aligned(bars_1m, 5)
-    return ind.atr(bars.high, bars.low, bars.close, profile.atr_period)[:, -1]
-
-
-def _returns(view: MarketView) -> np.ndarray:
-    from regime.engine.features import filled_bars, resample_end_aligned
-
-    bars = resample_end_aligned(filled_bars(view.candles)[0], 5)
-    close = bars.close
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.diff(np.log(close), axis=1)
 
 
 def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict) -> dict:
@@ -402,7 +419,7 @@ def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict
 
 
 def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, duration_ms: float, ema_in: dict,
-                held: dict, profile: RiskProfile):
+                held: dict, profile: RiskProfile, overrides: dict | None = None):
     from regime import services as regime_services
 
     regime_row = regime_services.store(view.exchange, bar_ts, result.regime)
@@ -411,7 +428,9 @@ def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, durat
         n_candidates=len(result.screen.symbols), regime=regime_row,
         inputs={**scan_inputs(view, ema_in, held, trader.config_version.params),
                 # The exact profile this tick ran with (AI MODE merges the live model's values).
-                "effective_profile": profile.to_dict()},
+                "effective_profile": profile.to_dict(),
+                # AI MODE's scan overrides (model scan keys, bandit weights) as applied.
+                "scan_overrides": overrides or {}},
     )
     FeatureSnapshot.objects.bulk_create([
         FeatureSnapshot(scan_run=scan_run, symbol=s.symbol, bar_ts=bar_ts, price=view.last_price(s.symbol),
@@ -446,10 +465,10 @@ def _finite(data: dict) -> dict:
     return {k: (float(v) if isinstance(v, int | float) and math.isfinite(v) else None) for k, v in data.items()}
 
 
-def _period_return(trader, since_ts: int, equity: Decimal) -> float:
-    start = (EquitySnapshot.objects.filter(trader=trader, ts__lt=since_ts).order_by("-ts").values_list("equity", flat=True).first()
-             or trader.seed_money)
-    return float((equity - start) / start) if start else 0.0
+def _period_start_equity(trader, since_ts: int) -> Decimal:
+    """Equity at the last snapshot before ``since_ts`` (the seed money before the first one)."""
+    return (EquitySnapshot.objects.filter(trader=trader, ts__lt=since_ts).order_by("-ts").values_list("equity", flat=True).first()
+            or trader.seed_money)
 
 
 def _consecutive_losses(trader) -> int:
@@ -462,34 +481,14 @@ def _consecutive_losses(trader) -> int:
     return count
 
 
-def _run_guard(trader, safety: TraderSafetyState, profile: RiskProfile, result: ScanResult, equity: Decimal,
-               kill, now_ts: int):
-    starts = period_starts(now_ts)
-    inputs = GuardInputs(
-        now_ts=now_ts, equity=float(equity),
-        day_return=_period_return(trader, starts["day"], equity),
-        week_return=_period_return(trader, starts["week"], equity),
-        month_return=_period_return(trader, starts["month"], equity),
-        consecutive_losses=_consecutive_losses(trader),
-        regime=result.regime.label,
-        master_kill=bool(kill and kill.engaged),
-        emergency_stop=bool(safety.state.get("liquidate")),
-    )
-    previous = GuardState.from_dict(safety.state.get("guard"))
-    released = previous.trip(EMERGENCY_STOP)
-    if released is not None and not inputs.emergency_stop and not inputs.master_kill:
-        # The emergency stop clears by hand only [RK-4]: the operator releasing the master switch,
-        # once this trader's liquidation is done, is that reset.
-        previous = reset(previous, equity=inputs.equity, consecutive_losses=inputs.consecutive_losses,
-                         codes=(EMERGENCY_STOP,))
-    else:
-        released = None
-    decision = evaluate(inputs, profile, previous)
+def _store_guard(trader, safety: TraderSafetyState, outcome: GuardOutcome) -> None:
+    """Persist the guard's verdict, log and audit every trip and release, pause or resume."""
+    decision, released = outcome.decision, outcome.released
     safety.trading_state = decision.trading_state.value
     safety.trips = [t.to_dict() for t in decision.trips]
     safety.reason = "; ".join(f"{t.code}: {t.detail}" for t in decision.trips)[:300]
     safety.state = {**safety.state, "guard": decision.state.to_dict()}
-    safety.consecutive_losses = inputs.consecutive_losses
+    safety.consecutive_losses = outcome.inputs.consecutive_losses
     safety.save()
     for trip in decision.new_trips:
         # A trip that forces selling is critical; one that only stops new entries is a warning.
@@ -502,5 +501,3 @@ def _run_guard(trader, safety: TraderSafetyState, profile: RiskProfile, result: 
     paused = decision.trading_state.value != "ACTIVE"
     trader.status = TraderStatus.PAUSED if paused else TraderStatus.RUNNING
     trader.status_reason = safety.reason if paused else ""
-    return decision
-

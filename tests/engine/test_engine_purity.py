@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ENGINE_PACKAGES = ["execution/engine", "strategies/engine", "regime/engine", "risk/engine"]
+ENGINE_PACKAGES = ["execution/engine", "strategies/engine", "regime/engine", "risk/engine", "traders/engine"]
 FORBIDDEN = ("django", "rest_framework", "channels", "django_q", "ccxt", "pyupbit")
 
 

@@ -109,7 +109,7 @@ def test_only_staff_reach_the_kill_switches(client, sim_settings):
         client.force_login(user)
         for action in ("engage", "release", "emergency"):
             response = post_kill_switch(client, action, "not mine to pull")
-            assert response.status_code == 200
+            assert response.status_code == 403
             assert "only staff may arm LIVE trading or use the kill switches" in response.content.decode()
         dashboard = client.get(reverse("dashboard")).content.decode()
         assert 'id="kill-switch-controls"' not in dashboard          # no controls for non-staff

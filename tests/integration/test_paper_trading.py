@@ -109,7 +109,9 @@ def test_paper_traders_trade_and_books_agree_with_fills(traders_running):
         # Equity curve: one point per tick; action log: one TICK per tick, one ENTRY per entry order.
         assert EquitySnapshot.objects.filter(trader=trader).count() == TICKS
         assert Event.objects.filter(trader=trader, kind="TICK").count() == TICKS
-        entry_ids = set(orders.filter(purpose="entry").values_list("client_order_id", flat=True))
+        # (One ENTRY per entry decision: split legs and re-priced successors are its children.)
+        entry_ids = set(orders.filter(purpose="entry", parent__isnull=True).exclude(execution__leg__gt=0)
+                        .values_list("client_order_id", flat=True))
         logged = {e.data["client_order_id"] for e in Event.objects.filter(trader=trader, kind="ENTRY")}
         assert logged == entry_ids
         # Audit: one FILL row per fill, the chain intact.

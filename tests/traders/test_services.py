@@ -159,7 +159,7 @@ def test_running_trader_keeps_its_config_version(admin_user):
 
 
 def test_live_trader_never_books_simulated_orders(admin_user, settings):
-    """Until venue routing exists, a LIVE trader's tick places nothing at all."""
+    """A LIVE trader that is not ARMED (nor past paper protection) places nothing at all [EXE-4]."""
     from execution.models import Order
     from traders import tasks
     from traders.trading import run_tick
@@ -173,10 +173,9 @@ def test_live_trader_never_books_simulated_orders(admin_user, settings):
     from execution.marketdata import latest_bar
 
     report = run_tick(trader.pk, latest_bar("sim"))
-    assert report.outcome == "live-unavailable"
+    assert report.outcome == "live-refused"
     assert not Order.objects.exists()
-    trader.refresh_from_db()
-    assert "not available" in trader.status_reason
+    assert trader.events.filter(kind="LIVE_REFUSED").exists()
 
 
 def test_epoch_filter():

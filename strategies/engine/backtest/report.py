@@ -52,7 +52,8 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["BacktestReport", "TradeLike", "compute_report", "drawdown", "SECONDS_PER_YEAR"]
+__all__ = ["BacktestReport", "TradeLike", "bar_breakdown", "compute_report", "drawdown", "trade_breakdown",
+           "SECONDS_PER_YEAR"]
 
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_YEAR = 365 * SECONDS_PER_DAY
@@ -271,3 +272,64 @@ def compute_report(equity: np.ndarray, ts: np.ndarray, trades: Sequence[TradeLik
         avg_holding_hours=avg_holding_hours, exposure=exposure, avg_gross_exposure=avg_gross_exposure,
         turnover=turnover, annual_turnover=turnover / years, trades_per_day=len(cols["pnl"]) / period_days,
     )
+
+
+# --------------------------------------------------------------------------- breakdowns
+
+
+def trade_breakdown(trades: Sequence[object], key: str) -> dict[str, dict[str, float | int | None]]:
+    """Closed-trade statistics grouped by the trades' ``key`` attribute (``strategy``: the top
+    module of the entry signal; ``regime``: the regime label at entry) [BT-3].
+
+    Per group: ``trades`` (closed and open), ``closed_trades``, ``win_rate``, ``pnl`` (sum of
+    closed pnl), ``profit_factor``, ``expectancy`` (mean closed pnl), ``avg_trade_return`` and
+    ``avg_holding_hours``; open trades count in ``trades`` and ``open_pnl`` (marked) only."""
+    groups: dict[str, list[object]] = {}
+    for t in trades:
+        groups.setdefault(str(getattr(t, key)) or "?", []).append(t)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for name in sorted(groups):
+        rows = groups[name]
+        closed = [t for t in rows if not t.is_open]  # type: ignore[attr-defined]
+        pnl = np.array([float(t.pnl) for t in closed], dtype=np.float64)  # type: ignore[attr-defined]
+        ret = np.array([float(t.return_) for t in closed], dtype=np.float64)  # type: ignore[attr-defined]
+        hold = np.array([(t.exit_ts - t.entry_ts) / 3600.0 for t in closed], dtype=np.float64)  # type: ignore[attr-defined]
+        wins, losses = pnl[pnl > 0].sum(), pnl[pnl < 0].sum()
+        n = len(closed)
+        values: dict[str, float | int] = {
+            "trades": len(rows), "closed_trades": n,
+            "win_rate": float((pnl > 0).mean()) if n else math.nan,
+            "pnl": float(pnl.sum()),
+            "profit_factor": _ratio(float(wins), float(-losses)) if n else math.nan,
+            "expectancy": float(pnl.mean()) if n else math.nan,
+            "avg_trade_return": float(ret.mean()) if n else math.nan,
+            "avg_holding_hours": float(hold.mean()) if n else math.nan,
+            "open_pnl": float(sum(float(t.pnl) for t in rows if t.is_open)),  # type: ignore[attr-defined]
+        }
+        out[name] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+    return out
+
+
+def bar_breakdown(equity: np.ndarray, labels: Sequence[str], *, initial_equity: float,
+                  position_value: np.ndarray | None = None) -> dict[str, dict[str, float | int | None]]:
+    """Per label of each bar (the regime the scan saw at that bar): ``bars``, ``share`` of all
+    bars, ``return`` (the compounded equity return over those bars: prod(1 + r_t) - 1 with r_t
+    the bar's return from the previous close), ``pnl`` (sum of the equity changes) and
+    ``exposure`` (share of those bars holding a position) [BT-3]."""
+    eq = np.asarray(equity, dtype=np.float64)
+    prev = np.concatenate(([initial_equity], eq[:-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = eq / prev - 1.0
+    lab = np.asarray(list(labels))
+    out: dict[str, dict[str, float | int | None]] = {}
+    n = len(eq)
+    for name in sorted(set(lab.tolist())):
+        m = lab == name
+        values: dict[str, float | int | None] = {
+            "bars": int(m.sum()), "share": float(m.sum() / n) if n else None,
+            "return": float(np.prod(1.0 + r[m]) - 1.0), "pnl": float((eq - prev)[m].sum()),
+        }
+        if position_value is not None:
+            values["exposure"] = float((np.asarray(position_value)[m] > 0).mean())
+        out[name] = values
+    return out
