@@ -3,14 +3,19 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from strategies import services
 from strategies.models import (
+    BacktestRun,
+    BanditReward,
     BanditState,
     ConfigVersion,
+    DriftCheck,
     FeatureSnapshot,
     ModelCandidate,
+    ModelTransition,
     ModelVersion,
     ScanRun,
     Signal,
     StrategyProfile,
+    TuningRun,
 )
 from traders.admin import ReadOnlyAdmin
 
@@ -67,17 +72,53 @@ class SignalAdmin(ReadOnlyAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["name", "status", "gate_decision", "created_at", "status_changed_at"]
+    """Read-only: lifecycle moves go through the STRATEGY page (ModelVersion.transition)."""
+
+    list_display = ["id", "name", "status", "slot", "gate_decision", "gate_rule", "baseline", "created_at",
+                    "status_changed_at"]
     list_filter = ["status", "gate_decision"]
+
+
+@admin.register(ModelTransition)
+class ModelTransitionAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "model_version", "from_status", "to_status", "actor", "reason"]
+    list_filter = ["to_status"]
+
+
+@admin.register(TuningRun)
+class TuningRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "status", "seed", "n_trials", "trials_done", "n_pass", "n_hold", "n_reject", "created_by",
+                    "created_at", "finished_at"]
+    list_filter = ["status"]
 
 
 @admin.register(ModelCandidate)
 class ModelCandidateAdmin(ReadOnlyAdmin):
-    list_display = ["tuning_run", "trial_number", "gate_decision", "gate_rule", "created_at"]
+    list_display = ["tuning_run", "trial_number", "objective", "gate_decision", "gate_rule", "model_version",
+                    "created_at"]
     list_filter = ["gate_decision"]
 
 
 @admin.register(BanditState)
 class BanditStateAdmin(ReadOnlyAdmin):
-    list_display = ["regime", "module", "alpha", "beta", "n", "updated_at"]
+    list_display = ["regime", "module", "alpha", "beta", "n", "weight", "sampled_at", "updated_at"]
     list_filter = ["regime", "module"]
+
+
+@admin.register(BanditReward)
+class BanditRewardAdmin(ReadOnlyAdmin):
+    list_display = ["id", "position", "regime", "module", "r_net", "reward", "created_at"]
+    list_filter = ["regime", "module"]
+
+
+@admin.register(DriftCheck)
+class DriftCheckAdmin(ReadOnlyAdmin):
+    list_display = ["window_end", "model_version", "role", "status", "warn_streak", "reasons"]
+    list_filter = ["status", "role"]
+
+
+@admin.register(BacktestRun)
+class BacktestRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "strategy", "status", "progress", "submitted_by", "created_at", "finished_at"]
+    list_filter = ["status", "strategy"]
+    exclude = ["result"]  # curves and trade lists: read them on the result page or through the API

@@ -13,25 +13,59 @@ from django.db import transaction
 from django.db.models import Max
 
 from risk.engine.profiles import PARAMETERS, ProfileError, RiskProfile, profile_for
-from strategies.models import ConfigVersion, ModelStatus, ModelVersion, ProfileKey, StrategyProfile
+from strategies.engine.learning.lifecycle import LIVE_SLOT, PAPER_SLOT
+from strategies.engine.learning.params import PROFILE_KEYS, SCAN_KEYS
+from strategies.models import ConfigVersion, ModelVersion, ProfileKey, StrategyProfile
 
 # Parameters shown as one form field each. module_weights is edited as one field per module;
 # take_profit_plan as JSON ([[R multiple, fraction], ...]).
 SKIP = {"name"}
 
 
-def live_model_params() -> dict | None:
-    live = ModelVersion.objects.filter(status__in=[ModelStatus.LIVE_ARMED, ModelStatus.LIVE_ELIGIBLE]).order_by("-status_changed_at", "-id").first()
-    return live.params if live else None
+def deployed_model(mode: str | None = None) -> ModelVersion | None:
+    """The model version AI MODE traders in ``mode`` run [AI-5]: LIVE -> the LIVE_ARMED model;
+    PAPER (or None) -> the paper-slot model (PAPER_DEPLOYED / LIVE_ELIGIBLE), else the armed
+    one. None: no model, AI MODE runs STANDARD."""
+    if mode == "LIVE":
+        return ModelVersion.objects.filter(slot=LIVE_SLOT).first()
+    return (ModelVersion.objects.filter(slot=PAPER_SLOT).first()
+            or ModelVersion.objects.filter(slot=LIVE_SLOT).first())
 
 
-def effective_profile(profile: StrategyProfile, params: dict | None = None) -> RiskProfile:
-    """The RiskProfile a trader with this profile runs (AI MODE: the live model or STANDARD)."""
+def live_model_params(mode: str | None = None) -> dict | None:
+    """The risk-profile part of the deployed model's params (see :func:`deployed_model`)."""
+    model = deployed_model(mode)
+    if model is None:
+        return None
+    return {k: v for k, v in model.params.items() if k in PROFILE_KEYS}
+
+
+def effective_profile(profile: StrategyProfile, params: dict | None = None, mode: str | None = None) -> RiskProfile:
+    """The RiskProfile a trader with this profile runs (AI MODE: the deployed model for the
+    trader's ``mode`` over STANDARD, or STANDARD)."""
     stored = profile.params if params is None else params
     if profile.key == ProfileKey.AI_MODE:
-        live = live_model_params()
+        live = live_model_params(mode)
         return profile_for(profile.key, live_params={**stored, **(live or {})})
     return profile_for(profile.key, stored=stored)
+
+
+def scan_overrides(profile: StrategyProfile, mode: str | None = None) -> dict:
+    """What a scan of an AI MODE trader adds to the profile's ScanParams [AI-3], [AI-4]: the
+    deployed model's scan keys (top_n, penalty_weights, regime_weights) and the bandit's
+    per-regime module weights. Empty for the other profiles. JSON-safe, so a tick can store it
+    beside the effective profile; apply with ``strategies.engine.learning.params.apply_scan_params``
+    (``scan`` and ``bandit_weights``)."""
+    if profile.key != ProfileKey.AI_MODE:
+        return {}
+    from strategies.models import BanditState
+
+    model = deployed_model(mode)
+    scan = {k: v for k, v in (model.params if model else {}).items() if k in SCAN_KEYS}
+    bandit: dict[str, dict[str, float]] = {}
+    for regime, module, weight in BanditState.objects.values_list("regime", "module", "weight"):
+        bandit.setdefault(regime, {})[module] = float(weight)
+    return {"model_version": model.pk if model else None, "scan": scan, "bandit_weights": bandit}
 
 
 def param_keys(profiles: list[StrategyProfile] | None = None) -> list[str]:

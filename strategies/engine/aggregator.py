@@ -15,6 +15,23 @@ module's per-regime weight applied through [RG-3] ``a_i = 1 + (r_i - 1) * regime
   (40), else HOLD; not held -> ENTER when final >= ``entry_threshold`` (70), the regime allows
   entries [RG-4], the market passed the screener and the side is allowed, else SKIP. Risk
   checks run after this and may still refuse an ENTER.
+
+Learning-layer additions (both empty by default, leaving the scores above unchanged):
+
+* ``bandit_weights`` ``{regime: {module: w}}`` [AI-4]: in the scan's regime, a market's bandit
+  weight is the mean of its modules' ``w`` (clipped to 0.5..1.5) weighted by each module's
+  contribution to the chosen side (``strategies.engine.learning.bandit.market_weights``); it
+  multiplies the ``bandit_weight`` argument. CHOP and PANIC always use 1.
+* ``penalty_weights`` ``{term: w}`` [AI-3]: ``base_score *= 1 - min(1, sum_k w_k * p_k)`` with
+  penalty terms ``p_k`` in 0..1 per market, before the EMA:
+
+  - ``CONFLICT``: the share of the weighted module score that points against the chosen side
+    (modules with a direction only); 0 when every module agrees.
+  - ``EXTENSION``: how far the market already ran the chosen way, from MOM's ``move_atr``
+    (move over 12 module bars in ATR): 0 up to 2 ATR, 1 at 4 ATR or more (chasing).
+
+  Each non-zero term adds ``PENALTY_<TERM>`` to the reasons and ``penalty.<TERM>`` to the raw
+  metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +43,7 @@ import numpy as np
 
 from regime.engine.classifier import applied_weight
 from regime.engine.types import RegimeLabel, RegimeState
+from strategies.engine.learning.bandit import NEUTRAL_REGIMES, market_weights
 from strategies.engine.types import Action, Direction, MarketSignal, ModuleOutput
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -42,6 +60,9 @@ DEFAULT_REGIME_MODULE_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 
+PENALTY_TERMS: tuple[str, ...] = ("CONFLICT", "EXTENSION")
+
+
 @dataclass(frozen=True, slots=True)
 class AggregatorParams:
     """Per-profile aggregation settings (every weight configurable)."""
@@ -54,6 +75,8 @@ class AggregatorParams:
     entry_threshold: float = 70.0
     exit_threshold: float = 40.0
     risk_multiplier: float = 1.0
+    bandit_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # regime -> module -> w
+    penalty_weights: Mapping[str, float] = field(default_factory=dict)              # term -> w, see above
 
     def __post_init__(self) -> None:
         if not 0 < self.ema_alpha <= 1:
@@ -62,6 +85,11 @@ class AggregatorParams:
             raise ValueError("module weights must be >= 0")
         if self.exit_threshold >= self.entry_threshold:
             raise ValueError("exit_threshold must be below entry_threshold")
+        unknown = set(self.penalty_weights) - set(PENALTY_TERMS)
+        if unknown:
+            raise ValueError(f"unknown penalty terms {sorted(unknown)}; known: {', '.join(PENALTY_TERMS)}")
+        if any(not 0 <= w <= 1 for w in self.penalty_weights.values()):
+            raise ValueError("penalty weights must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +142,11 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
         long_side = short_side = np.zeros(n)
     is_long = long_side >= short_side
     base = np.clip(np.where(is_long, long_side, short_side), 0.0, 100.0)
+    side = np.where(is_long, 1, -1)
+    penalties = _penalties(params, outputs, s, d if outputs else None, eff, side) if params.penalty_weights else {}
+    if penalties:
+        load = sum(params.penalty_weights[k] * p for k, p in penalties.items())
+        base = base * (1.0 - np.minimum(1.0, load))
     signed = np.where(is_long, base, -base)
 
     prev = np.array([ema_state.get(sym, np.nan) for sym in symbols], dtype=np.float64)
@@ -124,6 +157,10 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
                                                                      Direction.NONE)).astype(np.int8)
     regime_w = float(applied_weight(params.regime_weights.get(label, 1.0), regime.regime_score))
     bw = np.broadcast_to(np.asarray(bandit_weight, dtype=np.float64), (n,))
+    learned = params.bandit_weights.get(label)
+    if learned and outputs and label not in NEUTRAL_REGIMES:
+        b = np.array([float(learned.get(o.module, 1.0)) for o in outputs])
+        bw = bw * market_weights(s, d, np.where(total_signed < 0, -1, 1), eff, b)
     final = np.clip(total * regime_w * bw * params.risk_multiplier, 0.0, 100.0)
 
     held_dir = np.array([int(held.get(sym, 0)) for sym in symbols], dtype=np.int8)
@@ -155,11 +192,13 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
                 codes.append("SHORT_NOT_ALLOWED")
         elif exit_now[i]:
             codes.append("EXIT_SCORE_AT_OR_BELOW_THRESHOLD")
+        codes.extend(f"PENALTY_{k}" for k, p in penalties.items() if p[i] > 0 and params.penalty_weights[k] > 0)
         if regime.label is RegimeLabel.PANIC and is_held[i]:
             codes.append("REGIME_PANIC_MAY_REDUCE")
         raw = {f"{o.module}.{k}": float(v[i]) for o in outputs for k, v in o.raw.items()}
         raw.update({"regime_weight": regime_w, "bandit_weight": float(bw[i]),
                     "risk_multiplier": params.risk_multiplier})
+        raw.update({f"penalty.{k}": float(p[i]) for k, p in penalties.items()})
         signals.append(MarketSignal(
             symbol=symbols[i], ts=ts, module_scores={m: float(s[j, i]) for j, m in enumerate(names)},
             base_score=float(base[i]), total_score=float(total[i]), final_score=float(final[i]),
@@ -167,3 +206,28 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
             action=actions[i],
         ))
     return Aggregate(base, total, final, direction, actions, tuple(signals), new_state)
+
+
+def _penalties(params: AggregatorParams, outputs: Sequence[ModuleOutput], s: np.ndarray, d: np.ndarray | None,
+               eff: np.ndarray, side: np.ndarray) -> dict[str, np.ndarray]:
+    """The configured penalty terms, each float64 ``[markets]`` in 0..1 (see the module docstring)."""
+    n = len(side)
+    out: dict[str, np.ndarray] = {}
+    for term in params.penalty_weights:
+        if term == "CONFLICT":
+            if d is None:
+                out[term] = np.zeros(n)
+                continue
+            contrib = eff[:, None] * s
+            directed = (contrib * (d != 0)).sum(axis=0)
+            against = (contrib * (d == -side[None, :])).sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[term] = np.where(directed > 0, against / np.where(directed > 0, directed, 1.0), 0.0)
+        elif term == "EXTENSION":
+            move = next((o.raw.get("move_atr") for o in outputs if o.module == "MOM" and "move_atr" in o.raw), None)
+            if move is None:
+                out[term] = np.zeros(n)
+                continue
+            run = np.nan_to_num(np.asarray(move, dtype=np.float64) * side, nan=0.0)
+            out[term] = np.clip((run - 2.0) / 2.0, 0.0, 1.0)
+    return out

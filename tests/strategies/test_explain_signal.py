@@ -157,13 +157,17 @@ def test_scans_stored_before_flags_and_checksum_still_recompute(scanned):
 def test_ai_mode_scan_recomputes_after_the_live_model_changes(db, settings):
     """AI MODE runs with the live model's parameters; the scan stores the effective profile, so
     a later model change does not change the explanation."""
-    from strategies.models import ModelStatus, ModelVersion
+    from strategies import learning
+    from strategies.models import ModelVersion
 
     settings.QUANTWEB_SIM_WARMUP_BARS, settings.QUANTWEB_SIM_MARKETS, settings.QUANTWEB_SIM_SEED = 1600, 12, 7
     marketdata._view_cache.clear()
     user = staff_user(username="boss")
-    live = ModelVersion.objects.create(name="m1", params={"entry_threshold": 30.0, "exit_threshold": 15.0,
-                                                          "risk_multiplier": 1.3}, status=ModelStatus.LIVE_ARMED)
+    live = learning.create_model_version(
+        name="m1", params={"entry_threshold": 30.0, "exit_threshold": 15.0, "risk_multiplier": 1.3},
+        gate={"decision": "PASS", "rule": "ALL_RULES_PASSED", "metrics": {}})
+    learning.validate_model(live)
+    learning.deploy_to_paper(live, actor=user)   # a PAPER AI MODE trader runs the paper model
     trader = create_trader(user=user, name="ai", profile=StrategyProfile.objects.get(key="AI_MODE"),
                            seed_money=Decimal("10000000"))
     request_intent(user=user, kind=IntentKind.START, trader=trader)
