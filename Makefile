@@ -33,6 +33,10 @@ bench: install
 	$(PY) bench/sim.py
 	$(PY) bench/scan.py --markets 500 --bars 1000
 	$(PY) bench/mc.py
+	$(PY) bench/traders.py --sizes 10,50,200
+	$(PY) bench/pages.py
+	$(PY) bench/backtest.py
+	$(PY) bench/tune.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from quantweb.env import (
     env_bool,
@@ -139,8 +140,23 @@ else:
 QUANTWEB_EVENT_RELAY = env_str("QUANTWEB_EVENT_RELAY", "channel" if REDIS_URL else "db")
 QUANTWEB_RELAY_POLL_SECONDS = float(env_str("QUANTWEB_RELAY_POLL_SECONDS", "0.5"))
 
+# django-q2: two clusters on one broker, so a slow job never delays a trading tick.
+#  - the trading cluster (queue ``Q_CLUSTER["name"]``): the dispatcher, ticks, intents, alert
+#    drains; short tasks with a timeout well inside a bar.
+#  - the slow cluster (queue ``QUANTWEB_SLOW_QUEUE``): backtests, tuning, the daily self-test;
+#    long timeout, one worker. Enqueue with ``async_task(..., cluster=settings.QUANTWEB_SLOW_QUEUE)``.
+# ``manage.py run`` starts both; elsewhere ``manage.py worker --queue trading|slow`` starts one.
+# A process becomes the slow cluster when django-q2 sees ``Q_CLUSTER_NAME=<slow queue>``;
+# ``QUANTWEB_Q_NAME`` then keeps the site name (the signing salt, shared by both clusters).
+# See docs/runbook.md, "Queues".
+QUANTWEB_Q_NAME = env_str("QUANTWEB_Q_NAME") or env_str("Q_CLUSTER_NAME", "quantweb")
+QUANTWEB_TRADING_QUEUE = QUANTWEB_Q_NAME
+QUANTWEB_SLOW_QUEUE = env_str("QUANTWEB_SLOW_QUEUE") or f"{QUANTWEB_Q_NAME}-slow"
+if QUANTWEB_SLOW_QUEUE == QUANTWEB_TRADING_QUEUE:
+    raise ImproperlyConfigured("QUANTWEB_SLOW_QUEUE must differ from the trading queue (QUANTWEB_Q_NAME)")
+_SLOW_TIMEOUT = env_int("Q_SLOW_TIMEOUT", 6 * 3600)
 Q_CLUSTER = {
-    "name": env_str("Q_CLUSTER_NAME", "quantweb"),
+    "name": QUANTWEB_Q_NAME,
     "workers": env_int("Q_WORKERS", 2),
     "timeout": env_int("Q_TIMEOUT", 50),        # a trader tick must finish well inside a bar
     "retry": env_int("Q_RETRY", 120),           # must exceed timeout (django-q2 requirement)
@@ -151,6 +167,16 @@ Q_CLUSTER = {
     "ack_failures": True,
     "label": "Workers",
     "poll": 0.5,
+    "ALT_CLUSTERS": {
+        QUANTWEB_SLOW_QUEUE: {
+            "workers": env_int("Q_SLOW_WORKERS", 1),
+            "timeout": _SLOW_TIMEOUT,           # a walk-forward backtest or a tuning study
+            "retry": env_int("Q_SLOW_RETRY", _SLOW_TIMEOUT + 300),
+            "max_attempts": 1,                  # a crashed study is reported, not silently rerun
+            "queue_limit": 2,                   # do not prefetch hours of work into one process
+            "poll": 2.0,
+        },
+    },
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -200,7 +226,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "traders.api.schema.AutoSchema",  # documents every operation's error responses
     "EXCEPTION_HANDLER": "quantweb.api.exception_handler",
     "URL_FORMAT_OVERRIDE": None,  # ?format= is the audit export's csv|jsonl, not a renderer switch
 }
@@ -208,7 +234,16 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "quantweb API",
     "VERSION": "1",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-    "ENUM_NAME_OVERRIDES": {"ProfileKeyEnum": "strategies.models.ProfileKey"},
+    # The documented request body is JSON (form posts still parse, for the browsable forms and
+    # tests, but a form field has no types: "true" is a string there, which the fuzz would flag).
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "ENUM_NAME_OVERRIDES": {
+        "ProfileKeyEnum": "strategies.models.ProfileKey",
+        "BacktestStatusEnum": "strategies.models.BacktestStatus",
+        "ModelStatusEnum": "strategies.models.ModelStatus",
+        "TuningStatusEnum": "strategies.models_learning.TuningRun.Status",
+        "DriftStatusEnum": "strategies.models_learning.DriftCheck.Status",
+    },
 }
 
 # Trading platform
@@ -217,6 +252,19 @@ QUANTWEB_SIM_MARKETS = env_int("QUANTWEB_SIM_MARKETS", 30)
 # 1-minute bars generated on first start (two days: the regime's leader look-back is 1,485 bars).
 QUANTWEB_SIM_WARMUP_BARS = env_int("QUANTWEB_SIM_WARMUP_BARS", 2 * 1440)
 QUANTWEB_TICK_SECONDS = env_int("QUANTWEB_TICK_SECONDS", 60)
+# Metrics and alerts (docs/alerts-and-metrics.md).
+METRICS_TOKEN = env_str("METRICS_TOKEN")  # Bearer token for /metrics scrapers; unset: sessions only
+ALERT_HTTP_TIMEOUT = float(env_str("ALERT_HTTP_TIMEOUT", "5"))
+ALERT_DRAIN_SECONDS = float(env_str("ALERT_DRAIN_SECONDS", "30"))
+# Market data collectors for real venues (docs/market-data.md).
+QUANTWEB_UPBIT_BASE_URL = env_str("QUANTWEB_UPBIT_BASE_URL", "https://api.upbit.com")
+QUANTWEB_CCXT_QUOTE = env_str("QUANTWEB_CCXT_QUOTE", "USDT")
+QUANTWEB_COLLECT_TOP_N = env_int("QUANTWEB_COLLECT_TOP_N", 40)
+QUANTWEB_COLLECT_MAX_REQUESTS = env_int("QUANTWEB_COLLECT_MAX_REQUESTS", 150)
+QUANTWEB_COLLECT_MAX_SECONDS = float(env_str("QUANTWEB_COLLECT_MAX_SECONDS", "35"))
+# Backtest runs (docs/backtest-runs.md): data files offered on the STRATEGY page.
+QUANTWEB_BACKTEST_DATA_DIR = env_str("QUANTWEB_BACKTEST_DATA_DIR", str(BASE_DIR.parent / "shared" / "data"))
+QUANTWEB_BACKTEST_STALE_SECONDS = env_int("QUANTWEB_BACKTEST_STALE_SECONDS", 900)
 QUANTWEB_PAPER_PROTECTION_HOURS = env_int("QUANTWEB_PAPER_PROTECTION_HOURS", 24)
 TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")
 TELEGRAM_CHAT_ID = env_str("TELEGRAM_CHAT_ID")

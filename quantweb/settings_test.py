@@ -1,8 +1,11 @@
 """Test settings: the embedded defaults plus fast hashing. ``DATABASE_URL`` / ``REDIS_URL``
 still select PostgreSQL and Redis, which is how CI runs the suite a second time."""
 
+import tempfile
+
 from quantweb.settings import *  # noqa: F403
 
+QUANTWEB_RUNBOOK_DIR = tempfile.mkdtemp(prefix="quantweb-runbook-")  # outage markers: never var/
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 QUANTWEB_RELAY_POLL_SECONDS = 0.05
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405

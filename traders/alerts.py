@@ -19,6 +19,10 @@ Deliver (worker only, never inside a tick):
     (the channel is unhealthy), so a dead Telegram costs one request timeout per minute of one
     worker and nothing else. Stale rows expire instead of arriving hours late.
 
+Without the database (``send_direct``, [AL-3]): when the database itself is unreachable the
+runbook posts straight to the Bot API from a daemon thread, with the channel remembered while
+the database was up, deduplicated per host by a stamp file and limited per process.
+
 The bot token is part of the request URL; it is registered with ``quantweb.logging`` and every
 error text is passed through ``redact`` before it is stored or logged.
 """
@@ -28,13 +32,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -390,3 +398,152 @@ def channel_status(now: datetime | None = None) -> dict:
                   .first())
     stats["last_error"] = redact(last_error) if last_error else ""
     return stats
+
+
+# -- direct send: when the database itself is down [AL-3] -------------------------------------
+#
+# The outbox needs the database. When the database is what failed, ``send_direct`` posts one
+# message straight to the Bot API from a daemon thread (the caller never waits), using the
+# channel this process remembered while the database was up (``remember_channel``) or the
+# environment. Rate limits without the database: a process sends at most
+# ``DIRECT_MAX_PER_MINUTE`` messages a minute, and a ``dedup_key`` is claimed with an exclusive
+# file create under the runbook directory, so the worker processes of one host send a given
+# alert once, however many of them notice the outage.
+
+DIRECT_MAX_PER_MINUTE = 6
+DIRECT_KEEP_SECONDS = 7 * 86_400         # stamp files older than this are removed
+_direct_lock = threading.Lock()
+_direct_channel: dict | None = None       # {"token", "chat_id", "api_url", "enabled"} or None
+_direct_sent: deque[float] = deque()
+direct_log: deque[dict] = deque(maxlen=50)   # what the direct path did in this process (no secrets)
+
+
+def runbook_dir() -> Path:
+    """Where hosts keep runbook state that must work without the database."""
+    configured = getattr(settings, "QUANTWEB_RUNBOOK_DIR", None)
+    return Path(configured) if configured else Path(settings.VAR_DIR) / "runbook"
+
+
+def remember_channel(cfg: AlertSettings | None = None) -> bool:
+    """Keep the alert channel in process memory for ``send_direct``; True when one is configured.
+
+    Workers call it while the database is up (the dispatcher once a minute, the watchdog), so a
+    token saved on the CONFIG page is known when the database later fails.
+    """
+    global _direct_channel
+    cfg = cfg if cfg is not None else AlertSettings.load()
+    with _direct_lock:
+        if cfg.configured:
+            register_secret(cfg.effective_token)
+            _direct_channel = {"token": cfg.effective_token, "chat_id": cfg.effective_chat_id,
+                               "api_url": settings.TELEGRAM_API_URL, "enabled": cfg.enabled}
+        else:
+            _direct_channel = {"token": "", "chat_id": "", "api_url": settings.TELEGRAM_API_URL,
+                               "enabled": cfg.enabled}
+    return cfg.configured
+
+
+def forget_channel() -> None:
+    """Drop what ``remember_channel`` kept (tests; a process that must re-read the settings)."""
+    global _direct_channel
+    with _direct_lock:
+        _direct_channel = None
+        _direct_sent.clear()
+
+
+def direct_channel() -> dict | None:
+    """The channel ``send_direct`` would use: remembered, else the environment; None if none."""
+    with _direct_lock:
+        remembered = dict(_direct_channel) if _direct_channel is not None else None
+    if remembered is None:
+        remembered = {"token": settings.TELEGRAM_BOT_TOKEN or "", "chat_id": settings.TELEGRAM_CHAT_ID or "",
+                      "api_url": settings.TELEGRAM_API_URL, "enabled": True}
+    if not (remembered["token"] and remembered["chat_id"]):
+        return None
+    return remembered
+
+
+def render_direct(level: str, kind: str, message: str, *, subject: str = "", now: float | None = None) -> str:
+    when = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"[{level}] {subject or 'platform'} · {kind} · {when}\n{message}"
+
+
+def claim_once(key: str, *, now: float | None = None) -> bool:
+    """Claim ``key`` for this host: True for the first process that asks, False afterwards.
+
+    An exclusive create of a stamp file; when the directory cannot be written, every process
+    claims for itself (an extra message is better than a silent outage)."""
+    now = time.time() if now is None else now
+    folder = runbook_dir() / "direct-alerts"
+    name = hashlib.sha1(key.encode()).hexdigest()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError:
+        logger.warning("runbook directory %s is not writable; direct alerts are deduplicated per process only",
+                       folder)
+        return True
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{now:.0f} {key[:200]}\n")
+    _prune_stamps(folder, now)
+    return True
+
+
+def _prune_stamps(folder: Path, now: float) -> None:
+    try:
+        for path in folder.iterdir():
+            if now - path.stat().st_mtime > DIRECT_KEEP_SECONDS:
+                path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def send_direct(level: str, kind: str, message: str, *, dedup_key: str | None = None,
+                now: float | None = None) -> threading.Thread | None:
+    """Post one alert without touching the database; returns the sending thread, or None when
+    nothing is sent (no channel, alerts switched off, the key already claimed, or the
+    per-process rate limit). Never raises and never waits for the network."""
+    try:
+        now = time.time() if now is None else now
+        channel = direct_channel()
+        if channel is None or not channel["enabled"]:
+            _note_direct(kind, "skipped", "no alert channel" if channel is None else "alerts are switched off", now)
+            return None
+        with _direct_lock:
+            while _direct_sent and _direct_sent[0] <= now - RATE_WINDOW_SECONDS:
+                _direct_sent.popleft()
+            if len(_direct_sent) >= DIRECT_MAX_PER_MINUTE:
+                limited = True
+            else:
+                limited = False
+        if limited:
+            _note_direct(kind, "skipped", "direct rate limit reached", now)
+            return None
+        if dedup_key is not None and not claim_once(dedup_key, now=now):
+            _note_direct(kind, "skipped", "already sent from this host", now)
+            return None
+        with _direct_lock:
+            _direct_sent.append(now)
+        text = render_direct(level, kind, message, now=now)
+        thread = threading.Thread(target=_send_direct, args=(channel, kind, text), name="alert-direct", daemon=True)
+        thread.start()
+        return thread
+    except Exception as exc:  # the fallback of the fallback: only a log line
+        logger.warning("direct alert %s not sent: %s", kind, _clean(f"{type(exc).__name__}: {exc}"))
+        return None
+
+
+def _send_direct(channel: dict, kind: str, text: str) -> None:
+    result = send_telegram(channel["api_url"], channel["token"], channel["chat_id"], text, timeout=http_timeout())
+    if result.ok:
+        _note_direct(kind, "sent", "", time.time())
+        logger.info("direct alert %s sent", kind)
+    else:
+        _note_direct(kind, "failed", result.error, time.time())
+        logger.warning("direct alert %s not delivered: %s", kind, result.error)
+
+
+def _note_direct(kind: str, outcome: str, detail: str, now: float) -> None:
+    direct_log.append({"kind": kind, "outcome": outcome, "detail": redact(detail)[:200], "at": now})

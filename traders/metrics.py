@@ -33,6 +33,10 @@ Definitions (documented in docs/alerts-and-metrics.md, with the data each comes 
   the last six hours (the correlation check's method); null with fewer than two positions or
   too little history.
 
+Market-data quality [EX-5] (``_data_quality``, one more query): per source and market, counters
+of rows the collectors rejected / repaired / flagged by kind, rows checked, and the newest good
+1m bar with its age (docs/market-data.md).
+
 Alarms (SPEC AL-2): ``RISK_BUDGET_LOW`` (remaining risk budget < risk per trade),
 ``CORRELATION_HIGH`` (avg correlation > 0.75), ``FAILED_ORDERS_HIGH`` (failed order rate > 2 %).
 """
@@ -621,9 +625,54 @@ def prometheus_text(report: MetricsReport | None = None, alerts: dict | None = N
     oldest = alerts.get("oldest_pending")
     out.add("quantweb_alerts_oldest_pending_seconds", "Age of the oldest undelivered alert; absent when none waits.",
             max(report.generated_at - oldest.timestamp(), 0.0) if oldest is not None else None)
+    _data_quality(out, report.generated_at)
+    from traders import runbook
+
+    runbook.add_metrics(out)   # self-test result, per-exchange back-off [AL-3]
     out.add("quantweb_metrics_generated_timestamp_seconds", "When these metrics were computed (epoch seconds).",
             report.generated_at)
     return out.render()
+
+
+def _data_quality(out: Exposition, now: float) -> None:
+    """Market-data quality [EX-5] per source and market (one query): counters of rejected,
+    repaired and flagged rows by kind, rows checked, and the newest good bar with its age."""
+    from execution.engine.validation import QUALITY_PAIRS
+    from execution.models import DataQuality
+
+    rows = list(DataQuality.objects.order_by("exchange", "symbol").values_list(
+        "exchange", "symbol", "counts", "rows_checked", "last_good_ts"))
+    helps = {
+        "rejected": "Market-data rows rejected (never stored) by kind: ohlc, duplicate, off_grid, outlier "
+                    "(reverting spike), stale, book.",
+        "repaired": "Market-data rows repaired before storing by kind: ohlc (high/low outside the body), "
+                    "out_of_order, book (bad or unsorted levels, crossed ticker quotes).",
+        "flagged": "Market-data rows kept but counted by kind: gap (missing 1m bars; normal on Upbit when "
+                   "nothing traded), outlier (large real move).",
+    }
+    for action in ("rejected", "repaired", "flagged"):
+        name = f"quantweb_market_data_{action}_total"
+        out.add(name, helps[action], None, kind="counter")
+        for exchange, symbol, counts, _checked, _ts in rows:
+            for kind, act in QUALITY_PAIRS:
+                if act == action:
+                    out.add(name, "", int((counts or {}).get(kind, {}).get(action, 0)),
+                            {"exchange": exchange, "market": symbol, "kind": kind}, kind="counter")
+    out.add("quantweb_market_data_rows_checked_total", "Candles, books and tickers validated per market.", None,
+            kind="counter")
+    for exchange, symbol, _counts, checked, _ts in rows:
+        out.add("quantweb_market_data_rows_checked_total", "", int(checked), {"exchange": exchange, "market": symbol},
+                kind="counter")
+    out.add("quantweb_market_data_last_good_timestamp_seconds",
+            "Bar-open time of the newest 1m candle that passed validation (epoch seconds).", None)
+    out.add("quantweb_market_data_age_seconds",
+            "Seconds since the close of the newest good 1m candle (a quiet Upbit market ages without a problem).",
+            None)
+    for exchange, symbol, _counts, _checked, ts in rows:
+        if ts is not None:
+            labels = {"exchange": exchange, "market": symbol}
+            out.add("quantweb_market_data_last_good_timestamp_seconds", "", int(ts), labels)
+            out.add("quantweb_market_data_age_seconds", "", max(0.0, now - (ts + 60)), labels)
 
 
 def _trader_labels(t: TraderMetrics) -> dict[str, str]:

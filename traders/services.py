@@ -7,6 +7,7 @@ Workers call ``process_intents`` and carry it out [RT-1].
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -163,6 +164,144 @@ def _nudge_worker() -> None:
         async_task("traders.tasks.process_intents", task_name="process-intents", q_options={"timeout": 30})
     except Exception:  # the scheduled dispatcher picks it up anyway
         logger.warning("could not enqueue intent processing; the next dispatch will", exc_info=True)
+
+
+# -- runtime guard (web side) ------------------------------------------------------------------
+
+GUARD_RESET_REASON_MAX = 200
+
+
+def _trip_rules():
+    from risk.engine.guard import CONSECUTIVE_LOSSES, EMERGENCY_STOP, TRIP_RULES, ClearMode
+
+    manual = {code for code, (_sev, mode) in TRIP_RULES.items() if mode is ClearMode.MANUAL}
+    # EMERGENCY_STOP is reset by releasing the master kill switch once the liquidation is done
+    # (the tick does it); CONSECUTIVE_LOSSES clears after its cooldown, and a reset acknowledges
+    # the run early.
+    resettable = (manual - {EMERGENCY_STOP}) | {CONSECUTIVE_LOSSES}
+    return TRIP_RULES, manual, resettable
+
+
+def _clears_text(trip: dict, manual: set[str]) -> str:
+    from risk.engine.guard import EMERGENCY_STOP
+
+    code, mode = trip.get("code"), trip.get("clear_mode")
+    if code == EMERGENCY_STOP:
+        return "when the master kill switch is released, after the liquidation"
+    if code in manual:
+        return "only by a staff reset"
+    if mode == "TIME" and trip.get("clears_at_ts"):
+        return "at the time shown"
+    if mode == "CONDITION":
+        return "by itself once the condition is gone (after the hold time)"
+    return "by itself"
+
+
+def _utc(ts) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(ts), UTC) if ts is not None else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def guard_state(trader: Trader) -> dict:
+    """The trader's runtime guard for pages and the API [RK-4]: its trading state and every
+    active trip with its severity, since when, how it clears and whether it needs a reset."""
+    from risk.models import TraderSafetyState
+
+    try:
+        safety = trader.safety
+    except TraderSafetyState.DoesNotExist:
+        safety = None
+    _rules, manual, resettable = _trip_rules()
+    trips = []
+    for trip in (safety.trips if safety else []) or []:
+        if not isinstance(trip, dict) or "code" not in trip:
+            continue
+        trips.append({
+            "code": str(trip["code"]),
+            "severity": str(trip.get("severity", "")),
+            "detail": str(trip.get("detail", "")),
+            "since": _utc(trip.get("since_ts")),
+            "clear_mode": str(trip.get("clear_mode", "")),
+            "clears_at": _utc(trip.get("clears_at_ts")),
+            "clears": _clears_text(trip, manual),
+            "needs_manual_reset": trip["code"] in manual,
+            "resettable": trip["code"] in resettable,
+        })
+    guard = (safety.state or {}).get("guard") if safety else None
+    peak = guard.get("peak_equity") if isinstance(guard, dict) else None
+    return {
+        "trader": trader.pk,
+        "trading_state": safety.trading_state if safety else "ACTIVE",
+        "reason": safety.reason if safety else "",
+        "trips": trips,
+        "drawdown_peak": float(peak) if isinstance(peak, int | float) else None,
+        "updated_at": safety.updated_at if safety else None,
+    }
+
+
+def reset_guard(*, user, trader: Trader, reason: str, codes: list[str] | None = None) -> list[str]:
+    """Staff clear guard trips that need a manual reset (``risk.engine.guard.reset``): MAX_DRAWDOWN
+    rebases the drawdown peak to the current equity (the loss is accepted), CONSECUTIVE_LOSSES
+    acknowledges the run. ``codes`` None: every resettable active trip. A condition that still
+    holds trips again at the next tick. Writes the state, an audit row and an event together;
+    returns the codes reset."""
+    from risk.engine.guard import GuardState, TradingState
+    from risk.engine.guard import reset as guard_reset
+    from risk.models import TraderSafetyState
+
+    if not can_manage_live(user):
+        raise PermissionDenied("only staff may reset a guard trip")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the trip may be cleared; the reason is kept in the audit log."})
+    if len(reason) > GUARD_RESET_REASON_MAX:
+        raise ValidationError({"reason": f"Keep the reason under {GUARD_RESET_REASON_MAX} characters."})
+    rules, manual, resettable = _trip_rules()
+    with transaction.atomic():
+        # Same lock order as the tick (trader, then its safety row): a reset waits for a running tick.
+        trader = Trader.objects.select_for_update().get(pk=trader.pk)
+        if trader.removed_at is not None:
+            raise ValidationError("that trader was removed")
+        safety = TraderSafetyState.objects.select_for_update().filter(trader=trader).first()
+        state = GuardState.from_dict(safety.state.get("guard")) if safety else GuardState()
+        active = {t.code: t for t in state.trips}
+        if codes is None:
+            chosen = [code for code in active if code in resettable]
+            if not chosen:
+                raise ValidationError({"codes": "No active trip needs a manual reset."})
+        else:
+            chosen, errors = [], []
+            for code in dict.fromkeys(codes):
+                if code not in rules:
+                    errors.append(f"{code}: not a guard trip code")
+                elif code not in active:
+                    errors.append(f"{code}: not tripped")
+                elif code not in resettable:
+                    errors.append(f"{code}: clears {_clears_text(active[code].to_dict(), manual)}, not by a reset")
+                else:
+                    chosen.append(code)
+            if errors:
+                raise ValidationError({"codes": errors})
+        new = guard_reset(state, equity=float(trader.equity), consecutive_losses=safety.consecutive_losses,
+                          codes=tuple(chosen))
+        safety.trading_state = new.trading_state.value
+        safety.trips = [t.to_dict() for t in new.trips]
+        safety.reason = "; ".join(f"{t.code}: {t.detail}" for t in new.trips)[:300]
+        safety.state = {**safety.state, "guard": new.to_dict()}
+        safety.save(update_fields=["trading_state", "trips", "reason", "state", "updated_at"])
+        if trader.status == TraderStatus.PAUSED and new.trading_state is TradingState.ACTIVE:
+            trader.status, trader.status_reason = TraderStatus.RUNNING, ""
+            trader.save(update_fields=["status", "status_reason"])
+        payload = {"codes": chosen, "reason": reason, "trading_state": new.trading_state.value,
+                   "cleared": [active[c].to_dict() for c in chosen], "drawdown_peak": new.peak_equity,
+                   "equity": trader.equity}
+        audit.record("GUARD_RESET", actor=user, trader=trader, obj=safety, payload=payload)
+        log_event(trader, "GUARD_RESET",
+                  f"{user.username} reset {', '.join(chosen)} ({reason}); guard now {new.trading_state.value}",
+                  level=EventLevel.WARN, data=payload)
+    return chosen
 
 
 # -- intents (worker side) --------------------------------------------------------------------

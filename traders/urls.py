@@ -11,6 +11,7 @@ urlpatterns = [
     path("traders/<int:pk>/", views.trader_detail, name="trader-detail"),
     path("traders/<int:pk>/action/", views.trader_action, name="trader-action"),
     path("traders/<int:pk>/mode/", views.trader_mode, name="trader-mode"),
+    path("traders/<int:pk>/reset-guard/", views.trader_reset_guard, name="trader-reset-guard"),
     path("kill-switch/", views.kill_switch, name="kill-switch"),
     path("strategy/", views.strategy, name="strategy"),
     path("config/", views.config, name="config"),

@@ -6,17 +6,19 @@ Views read, and record intents; they never talk to an exchange [RT-1]. Every pag
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Q
+from django.db.models import ExpressionWrapper, F, FloatField, Q
 from django.http import HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from execution.models import Order, Position, Trade
@@ -26,12 +28,21 @@ from strategies.models import ConfigVersion, Signal, StrategyProfile
 from traders import audit, services
 from traders.auth import ThrottledAuthenticationForm
 from traders.forms import ActionForm, AuditExportForm, CredentialForm, ModeForm, TraderForm
+from traders.forms_guard import GuardResetForm
 from traders.models import Credential, EquitySnapshot, Event, IntentKind, Trader, TraderMode
 
-CHART_POINTS = 720   # per trader on the dashboard (12 h of 1-minute ticks)
+CHART_POINTS = 720   # minutes of history per trader on the dashboard (12 h of 1-minute ticks)
+CHART_MAX_POINTS = 5000    # first render: at most about this many points over all traders, then live
 LOG_ROWS = 100
+DETAIL_ROWS = 50
+EVENT_FIELDS = ("id", "trader_id", "ts", "level", "kind", "message")
+METRICS_REFRESH_SECONDS = 15   # the dashboard's key metrics refresh at least this often (and after ticks)
 
 
+def refused(request, message: str) -> HttpResponse:
+    """403 with the reason, for an action the user's role does not allow [issue 7 #7]. The
+    pages do not offer such actions, so this answers a stale page or a hand-made request."""
+    return render(request, "traders/refused.html", {"message": message}, status=403)
 
 
 @method_decorator(login_not_required, name="dispatch")
@@ -42,18 +53,28 @@ class LoginView(auth_views.LoginView):
 
 
 def _equity_series(trader_ids: list[int], points: int = CHART_POINTS) -> dict[int, list[list]]:
-    """{trader_id: [[ts, return_pct], ...]} for the last ``points`` ticks, in one query."""
+    """{trader_id: [[ts, return_pct], ...]} over the last ``points`` minutes, in one query.
+
+    Every minute while that stays under CHART_MAX_POINTS over all traders; with more traders
+    one point every ``step`` minutes plus the newest ``step`` in full, so the first render does
+    not grow with the number of traders (the page then adds every tick live). Returns are
+    computed by the database as floats (no Decimal per row)."""
     if not trader_ids:
         return {}
+    step = 60 * max(1, math.ceil(len(trader_ids) * points / CHART_MAX_POINTS))
     latest = EquitySnapshot.objects.filter(trader_id__in=trader_ids).order_by("-ts").values_list("ts", flat=True).first()
     if latest is None:
         return {}
     since = latest - points * 60
     series: dict[int, list[list]] = defaultdict(list)
     rows = (EquitySnapshot.objects.filter(trader_id__in=trader_ids, ts__gte=since)
-            .order_by("ts").values_list("id", "trader_id", "ts", "equity", "seed_money"))
-    for _id, trader_id, ts, equity, seed in rows:
-        series[trader_id].append([ts, round(float((equity - seed) / seed * 100), 4)])
+            .annotate(phase=F("ts") % step,
+                      ret=ExpressionWrapper((F("equity") - F("seed_money")) * 100.0 / F("seed_money"),
+                                            output_field=FloatField()))
+            .filter(Q(phase=0) | Q(ts__gt=latest - step))
+            .order_by("ts").values_list("trader_id", "ts", "ret"))
+    for trader_id, ts, ret in rows:
+        series[trader_id].append([ts, round(ret, 4)])
     return dict(series)
 
 
@@ -66,12 +87,11 @@ def _last_ids() -> dict[str, int]:
 
 @require_GET
 def dashboard(request):
-    traders = list(Trader.objects.active().select_related("profile"))
-    counts = Trader.objects.active().aggregate(
-        total=Count("id"), paper=Count("id", filter=Q(mode=TraderMode.PAPER)), live=Count("id", filter=Q(mode=TraderMode.LIVE))
-    )
+    traders = list(Trader.objects.active().only("id", "name", "mode", "status", "status_reason"))
+    counts = {"total": len(traders), "paper": sum(t.mode == TraderMode.PAPER for t in traders),
+              "live": sum(t.mode == TraderMode.LIVE for t in traders)}
     ids = _last_ids()
-    events = list(Event.objects.select_related("trader").order_by("-id")[:LOG_ROWS])
+    events = list(Event.objects.select_related("trader").only(*EVENT_FIELDS, "trader__name").order_by("-id")[:LOG_ROWS])
     chart = {
         "traders": [{"id": t.id, "name": t.name} for t in traders],
         "series": _equity_series([t.id for t in traders]),
@@ -87,12 +107,15 @@ def dashboard(request):
         "chart": chart,
         "last_ids": ids,
         "kill_switch": KillSwitch.objects.filter(pk=1).first(),
-        "open_positions": Position.objects.filter(status=Position.Status.OPEN, trader__removed_at__isnull=True).count(),
+        "can_manage_live": services.can_manage_live(request.user),
+        "metrics_refresh_seconds": METRICS_REFRESH_SECONDS,
     })
 
 
 @require_http_methods(["GET", "POST"])
 def trader_list(request):
+    if request.method == "POST" and not services.can_operate(request.user):
+        return refused(request, "You may view traders but not create them (operators and staff only).")
     form = TraderForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -106,8 +129,7 @@ def trader_list(request):
                 for field, errors in exc.message_dict.items():
                     form.add_error(field if field in form.fields else None, errors)
             except PermissionDenied as exc:
-                messages.error(request, str(exc))
-                return redirect("traders")
+                return refused(request, str(exc))
             else:
                 messages.success(request, f"Trader {trader.name} created (PAPER, stopped).")
                 return redirect("traders")
@@ -124,23 +146,26 @@ def trader_list(request):
     }, status=status)
 
 
-def _intent_response(request, trader, kind, payload=None):
+def _intent_response(request, trader, kind, payload=None) -> HttpResponse:
+    """Record the intent; back to the page with a message, or 403 when the role does not allow it."""
     try:
         services.request_intent(user=request.user, kind=kind, trader=trader, payload=payload or {})
     except PermissionDenied as exc:
-        messages.error(request, str(exc))
-        return redirect(request.POST.get("next") or "traders"), 403
+        return refused(request, str(exc))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-        return redirect(request.POST.get("next") or "traders"), 400
+        return redirect(request.POST.get("next") or "traders")
     messages.success(request, f"{IntentKind(kind).label}: requested; the worker applies it within seconds.")
-    return redirect(request.POST.get("next") or "traders"), 302
+    return redirect(request.POST.get("next") or "traders")
 
 
-def _safe_next(request) -> None:
+def _bad_next(request) -> HttpResponse | None:
+    """A 400 when ``next`` is not a path on this site (no open redirect); None when fine."""
     nxt = request.POST.get("next", "")
-    if nxt and not nxt.startswith("/"):
-        raise ValidationError("bad redirect")
+    if nxt and not (nxt.startswith("/") and url_has_allowed_host_and_scheme(
+            nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure())):
+        return HttpResponseBadRequest("bad redirect target")
+    return None
 
 
 @require_POST
@@ -149,9 +174,7 @@ def trader_action(request, pk: int):
     form = ActionForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest("unknown action")
-    _safe_next(request)
-    response, _status = _intent_response(request, trader, form.cleaned_data["action"])
-    return response
+    return _bad_next(request) or _intent_response(request, trader, form.cleaned_data["action"])
 
 
 @require_POST
@@ -160,9 +183,8 @@ def trader_mode(request, pk: int):
     form = ModeForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest("run mode must be PAPER or LIVE")
-    _safe_next(request)
-    response, _status = _intent_response(request, trader, IntentKind.SET_MODE, {"mode": form.cleaned_data["mode"]})
-    return response
+    return _bad_next(request) or _intent_response(request, trader, IntentKind.SET_MODE,
+                                                  {"mode": form.cleaned_data["mode"]})
 
 
 @require_POST
@@ -171,14 +193,11 @@ def kill_switch(request):
     kinds = {"engage": IntentKind.KILL_ALL, "release": IntentKind.RELEASE_KILL, "emergency": IntentKind.EMERGENCY_STOP}
     if action not in kinds:
         return HttpResponseBadRequest("unknown kill-switch action")
-    _safe_next(request)
-    response, _status = _intent_response(request, None, kinds[action], {"reason": request.POST.get("reason", "")[:200]})
-    return response
+    return _bad_next(request) or _intent_response(request, None, kinds[action],
+                                                  {"reason": request.POST.get("reason", "")[:200]})
 
 
-@require_GET
-def trader_detail(request, pk: int):
-    trader = get_object_or_404(Trader.objects.select_related("profile", "config_version", "credential"), pk=pk)
+def _render_detail(request, trader: Trader, *, status: int = 200, reset_form: GuardResetForm | None = None):
     snaps = list(EquitySnapshot.objects.filter(trader=trader).order_by("-ts").values_list("ts", "equity")[:2000])[::-1]
     curve, peak, drawdown = [], None, []
     for ts, equity in snaps:
@@ -186,20 +205,56 @@ def trader_detail(request, pk: int):
         peak = value if peak is None else max(peak, value)
         curve.append([ts, value])
         drawdown.append([ts, round((value / peak - 1) * 100, 4) if peak else 0.0])
+    guard = services.guard_state(trader)
     return render(request, "traders/trader_detail.html", {
         "trader": trader,
-        "safety": getattr(trader, "safety", None),
-        "positions": Position.objects.filter(trader=trader, status=Position.Status.OPEN),
-        "orders": Order.objects.filter(trader=trader).order_by("-id")[:50],
-        "trades": Trade.objects.filter(trader=trader).order_by("-id")[:50],
-        "signals": Signal.objects.filter(trader=trader).order_by("-id")[:50],
-        "events": Event.objects.filter(trader=trader).order_by("-id")[:LOG_ROWS],
+        "guard": guard,
+        "resettable": [t for t in guard["trips"] if t["resettable"]],
+        "reset_form": reset_form or GuardResetForm(),
+        "positions": Position.objects.filter(trader=trader, status=Position.Status.OPEN).order_by("symbol"),
+        "orders": Order.objects.filter(trader=trader).order_by("-id")[:DETAIL_ROWS],
+        "trades": Trade.objects.filter(trader=trader).order_by("-id")[:DETAIL_ROWS],
+        "signals": Signal.objects.filter(trader=trader).order_by("-id")[:DETAIL_ROWS],
+        "events": Event.objects.filter(trader=trader).only(*EVENT_FIELDS).order_by("-id")[:LOG_ROWS],
         "chart": {"equity": curve, "drawdown": drawdown},
         "last_ids": _last_ids(),
         "modes": TraderMode.choices,
         "can_operate": services.can_operate(request.user),
         "can_manage_live": services.can_manage_live(request.user),
-    })
+    }, status=status)
+
+
+def _detail_queryset():
+    return Trader.objects.select_related("profile", "config_version", "credential", "safety")
+
+
+@require_GET
+def trader_detail(request, pk: int):
+    return _render_detail(request, get_object_or_404(_detail_queryset(), pk=pk))
+
+
+@require_POST
+def trader_reset_guard(request, pk: int):
+    """Staff clear a guard trip that needs a manual reset, with a reason [RK-4]."""
+    trader = get_object_or_404(_detail_queryset(), pk=pk)
+    if not services.can_manage_live(request.user):
+        return refused(request, "Only staff may reset a guard trip.")
+    form = GuardResetForm(request.POST)
+    if form.is_valid():
+        try:
+            codes = services.reset_guard(user=request.user, trader=trader, reason=form.cleaned_data["reason"],
+                                         codes=[form.cleaned_data["code"]] if form.cleaned_data["code"] else None)
+        except PermissionDenied as exc:
+            return refused(request, str(exc))
+        except ValidationError as exc:
+            for field, errors in (exc.message_dict.items() if hasattr(exc, "error_dict") else [(None, exc.messages)]):
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, f"Guard reset: {', '.join(codes)}. The next tick evaluates the guard again.")
+            return redirect("trader-detail", pk=trader.pk)
+    messages.error(request, "Guard not reset: " + "; ".join(
+        f"{'' if k == '__all__' else k + ': '}{' '.join(v)}" for k, v in form.errors.items()))
+    return _render_detail(request, _detail_queryset().get(pk=trader.pk), status=400, reset_form=form)
 
 
 @require_http_methods(["GET", "POST"])
@@ -243,8 +298,7 @@ def config(request):
     status = 200
     if request.method == "POST":
         if not services.can_manage_live(request.user):
-            messages.error(request, "Only staff may manage credentials.")
-            return redirect("config")
+            return refused(request, "Only staff may manage credentials.")
         if form.is_valid():
             credential = form.save(commit=False)
             credential.created_by = request.user
@@ -267,7 +321,7 @@ def config(request):
 @require_POST
 def credential_delete(request, pk: int):
     if not services.can_manage_live(request.user):
-        raise PermissionDenied("Only staff may manage credentials.")
+        return refused(request, "Only staff may manage credentials.")
     credential = get_object_or_404(Credential, pk=pk)
     if credential.traders.filter(removed_at__isnull=True).exists():
         messages.error(request, f"{credential.label} is used by a trader; remove the trader first.")

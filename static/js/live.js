@@ -118,7 +118,66 @@ window.quantweb = (function () {
     if (conf) conf.textContent = Number(r.confidence).toFixed(2);
   }
 
+  // Key metrics: /api/metrics/ after the workers changed something (a tick's equity point, an
+  // order or position event), at most once a second, and every ``refreshSeconds`` regardless.
+  function liveMetrics(refreshSeconds) {
+    const card = document.getElementById("metrics-card");
+    if (!card) return { soon: function () {} };
+    let pending = null;
+    let inflight = false;
+    function show(value, format) {
+      if (value === null || value === undefined) return "—";
+      if (format === "pct") return Number(value).toFixed(2) + "%";
+      if (format === "rate") return Math.round(Number(value) * 100) + "%";
+      if (format === "num") return Number(value).toFixed(2);
+      return String(value);
+    }
+    function apply(data) {
+      const overall = data.overall || {};
+      card.querySelectorAll("[data-metric]").forEach(function (el) {
+        const text = show(overall[el.dataset.metric], el.dataset.format);
+        if (el.textContent !== text) {
+          el.textContent = text;
+          el.classList.remove("updated"); void el.offsetWidth; el.classList.add("updated");
+        }
+      });
+      const alarms = document.getElementById("metric-alarms");
+      if (alarms) {
+        alarms.innerHTML = "";
+        (data.alarms || []).forEach(function (a) {
+          const li = document.createElement("li");
+          li.className = "error";
+          li.textContent = a.trader + ": " + a.code + " — " + a.detail;
+          alarms.appendChild(li);
+        });
+      }
+      const updated = document.getElementById("metrics-updated");
+      if (updated && data.generated_at) updated.textContent = String(data.generated_at).slice(11, 19);
+      card.dataset.refreshes = String(Number(card.dataset.refreshes || 0) + 1);
+    }
+    function fetchNow() {
+      if (inflight) return;
+      inflight = true;
+      fetch("/api/metrics/", { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { if (!r.ok) throw new Error("metrics " + r.status); return r.json(); })
+        .then(apply)
+        .catch(function () { card.dataset.stale = "1"; })
+        .finally(function () { inflight = false; });
+    }
+    setInterval(fetchNow, Math.max(5, refreshSeconds || 15) * 1000);
+    return {
+      soon: function () {
+        if (pending) return;
+        pending = setTimeout(function () { pending = null; fetchNow(); }, 1000);
+      },
+    };
+  }
+
+  const METRIC_EVENTS = /^(TICK|ORDER|POSITION|TRADE|FILL|GUARD|TRADER_|MODE_|KILL|EMERGENCY|LIQUIDATION)/;
+
   function dashboard() {
+    const card = document.getElementById("metrics-card");
+    const metrics = liveMetrics(card ? Number(card.dataset.refreshSeconds) : 15);
     const chartData = JSON.parse(document.getElementById("chart-data").textContent);
     const chart = baseChart(document.getElementById("profit-chart"));
     const series = {};
@@ -150,6 +209,7 @@ window.quantweb = (function () {
         if (e.trader_id && e.trader && !names[e.trader_id]) names[e.trader_id] = e.trader;
         updateCounts(e);
         prependLog(e);
+        if (METRIC_EVENTS.test(e.kind || "")) metrics.soon();
       },
       regime: updateRegime,
       equity: function (p) {
@@ -160,6 +220,7 @@ window.quantweb = (function () {
         const el = document.getElementById("profit-chart");
         el.dataset.points = String(Number(el.dataset.points || 0) + 1);
         el.dataset.lastReturn = String(p.return_pct);
+        metrics.soon();
       },
     });
   }
@@ -174,6 +235,52 @@ window.quantweb = (function () {
     });
   }
 
+  // The guard card follows trips, clears and resets without a reload.
+  function refreshGuard(traderId) {
+    fetch("/api/traders/" + traderId + "/guard/", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("guard " + r.status); return r.json(); })
+      .then(function (g) {
+        document.querySelectorAll(".guard-state").forEach(function (el) {
+          el.textContent = g.trading_state;
+          el.className = "guard-state state-" + g.trading_state;
+        });
+        const card = document.getElementById("guard");
+        if (!card) return;
+        let table = document.getElementById("guard-trips");
+        const clear = document.getElementById("guard-clear");
+        if (!g.trips.length) {
+          if (table) table.remove();
+          if (!clear) {
+            const p = document.createElement("p");
+            p.id = "guard-clear"; p.className = "muted"; p.textContent = "No trip: the guard allows new entries.";
+            card.querySelector("h2").after(p);
+          }
+          return;
+        }
+        if (clear) clear.remove();
+        if (!table) {
+          table = document.createElement("table");
+          table.id = "guard-trips"; table.className = "table";
+          table.innerHTML = "<thead><tr><th>trip</th><th>severity</th><th>detail</th><th>since (UTC)</th><th>clears</th></tr></thead><tbody></tbody>";
+          card.querySelector("h2").after(table);
+        }
+        const body = table.querySelector("tbody");
+        body.innerHTML = "";
+        g.trips.forEach(function (t) {
+          const tr = document.createElement("tr");
+          tr.dataset.code = t.code;
+          const since = t.since ? t.since.slice(0, 16).replace("T", " ") : "";
+          const clears = (t.needs_manual_reset ? "needs a manual reset: " : "") + t.clears +
+            (t.clears_at ? " (" + t.clears_at.slice(0, 16).replace("T", " ") + ")" : "");
+          [t.code, t.severity, t.detail, since, clears].forEach(function (text) {
+            const td = document.createElement("td"); td.textContent = text; tr.appendChild(td);
+          });
+          body.appendChild(tr);
+        });
+      })
+      .catch(function () {});
+  }
+
   function traderDetail(traderId) {
     const data = JSON.parse(document.getElementById("chart-data").textContent);
     const eq = baseChart(document.getElementById("equity-chart"), 280);
@@ -185,7 +292,10 @@ window.quantweb = (function () {
     let peak = data.equity.reduce(function (m, r) { return Math.max(m, r[1]); }, 0);
     let lastTime = data.equity.length ? data.equity[data.equity.length - 1][0] : 0;
     connect({ trader: traderId }, {
-      event: function (e) { prependLog(e); },
+      event: function (e) {
+        prependLog(e);
+        if (/^GUARD_/.test(e.kind || "")) refreshGuard(traderId);
+      },
       equity: function (p) {
         if (p.ts < lastTime) return;
         const v = Number(p.equity);

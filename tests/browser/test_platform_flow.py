@@ -146,6 +146,10 @@ def test_operator_flow(chromium_path, live_platform, context, screenshot):
     assert log_count(dash, "TICK", live=True) == log_count(dash, "TICK") == ticks
     assert dash.evaluate("() => window.__notReloaded === true"), "the dashboard must never reload"
     assert dash.locator("#chart-legend").inner_text().strip() == TRADER
+    # The key metrics were fetched again after the ticks, without a reload.
+    dash.wait_for_function("() => Number(document.getElementById('metrics-card').dataset.refreshes || 0) >= 1",
+                           timeout=EXPECT_TIMEOUT)
+    assert dash.locator("[data-metric=open_positions_count]").inner_text().strip().isdigit()
     screenshot(dash, "dashboard")
 
     # -- the other pages --------------------------------------------------------------------
@@ -154,6 +158,8 @@ def test_operator_flow(chromium_path, live_platform, context, screenshot):
     ops.locator("#traders-table tr[data-trader] a", has_text=TRADER).click()
     ops.wait_for_url(re.compile(r"/traders/\d+/$"))
     assert ops.locator("main").get_by_text(TRADER).first.is_visible()
+    assert ops.locator("#guard-state").inner_text() in ("ACTIVE", "HALTED", "REDUCING")
+    assert ops.locator("#seed-money").inner_text() == "1,000,000"
     screenshot(ops, "trader_detail")
     ops.click("nav.mainnav >> text=STRATEGY")
     ops.wait_for_url(plat.url + "/strategy/")

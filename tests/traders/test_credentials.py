@@ -93,7 +93,8 @@ def test_log_filter_masks_registered_secret(credential, caplog):
 def test_non_staff_cannot_add_credentials(client, operator):
     client.force_login(operator)
     response = client.post(reverse("config"), {"exchange": "upbit", "label": "x", "api_key": KEY, "api_secret": SECRET})
-    assert response.status_code == 302
+    assert response.status_code == 403
+    assert SECRET not in response.content.decode()
     assert not Credential.objects.exists()
     assert client.get("/api/credentials/").status_code == 403
 

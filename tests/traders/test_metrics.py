@@ -238,7 +238,7 @@ def test_prometheus_text_parses_back_with_escaped_labels(book):
     assert families["quantweb_trader_api_latency_seconds"]["samples"] == []
     assert "not measured" in families["quantweb_trader_api_latency_seconds"]["help"]
     assert [lab["trader"] for lab, _ in families["quantweb_trader_correlation_avg"]["samples"]] == [beta_name]
-    assert all(f["type"] == "gauge" for f in families.values())
+    assert all(f["type"] == ("counter" if name.endswith("_total") else "gauge") for name, f in families.items())
 
 
 def test_label_and_help_escaping():
@@ -248,7 +248,8 @@ def test_label_and_help_escaping():
 
 
 def test_query_count_does_not_grow_with_traders_or_rows(book, admin_user, django_assert_max_num_queries):
-    with django_assert_max_num_queries(9):
+    # 12 = the trader metrics (9) + one for the market-data quality table + two for the runbook
+    with django_assert_max_num_queries(12):
         metrics.prometheus_text(metrics.collect(NOW))
     for n in range(5):
         trader = make_trader(admin_user, name=f"more{n}")
@@ -256,7 +257,8 @@ def test_query_count_does_not_grow_with_traders_or_rows(book, admin_user, django
         _position(trader, "SOL", "1", "100", "90", "100")
         _order(trader, 1, price="100", filled="1", avg="100", fill_after=1)
         _trade(trader, _position(trader, "ETH", "0", "1", None, "1", status=Position.Status.CLOSED), "5", 60, "TP")
-    with django_assert_max_num_queries(9):
+    _quality_rows(20)
+    with django_assert_max_num_queries(12):
         text = metrics.prometheus_text(metrics.collect(NOW))
     assert len(parse(text)["quantweb_trader_equity"]["samples"]) == 7
 
@@ -287,3 +289,43 @@ def test_metrics_endpoint_auth(client, admin_user, monkeypatch, caplog):
     parse(session.content.decode())
     assert client.post(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 405
     assert all(token not in r.getMessage() for r in caplog.records)
+
+
+# -- market-data quality [EX-5] -----------------------------------------------------------------------
+
+def _quality_rows(n: int) -> None:
+    from execution.engine.validation import empty_counts
+    from execution.models import DataQuality
+
+    for i in range(n):
+        DataQuality.objects.create(exchange="upbit", symbol=f"KRW-X{i}", counts=empty_counts(), rows_checked=i)
+
+
+def test_data_quality_is_exported_per_market_and_kind(db):
+    from execution.engine.validation import empty_counts
+    from execution.models import DataQuality
+
+    counts = empty_counts()
+    counts["ohlc"]["rejected"], counts["ohlc"]["repaired"], counts["gap"]["flagged"] = 3, 2, 7
+    DataQuality.objects.create(exchange="upbit", symbol='KRW-"Q"', counts=counts, rows_checked=120,
+                               rows_rejected=3, rows_repaired=2, rows_flagged=7, last_good_ts=BAR_TS)
+    DataQuality.objects.create(exchange="sim", symbol="KRW-BTC", counts=empty_counts(), rows_checked=5)
+    families = parse(metrics.prometheus_text(metrics.collect(NOW)))
+
+    def value(name, **labels):
+        (sample,) = [v for lab, v in families[name]["samples"] if lab == labels]
+        return sample
+
+    assert families["quantweb_market_data_rejected_total"]["type"] == "counter"
+    assert value("quantweb_market_data_rejected_total", exchange="upbit", market='KRW-"Q"', kind="ohlc") == 3
+    assert value("quantweb_market_data_repaired_total", exchange="upbit", market='KRW-"Q"', kind="ohlc") == 2
+    assert value("quantweb_market_data_flagged_total", exchange="upbit", market='KRW-"Q"', kind="gap") == 7
+    assert value("quantweb_market_data_rejected_total", exchange="sim", market="KRW-BTC", kind="stale") == 0
+    assert value("quantweb_market_data_rows_checked_total", exchange="upbit", market='KRW-"Q"') == 120
+    assert value("quantweb_market_data_last_good_timestamp_seconds", exchange="upbit", market='KRW-"Q"') == BAR_TS
+    age = value("quantweb_market_data_age_seconds", exchange="upbit", market='KRW-"Q"')
+    assert age == pytest.approx(NOW - BAR_TS - 60, abs=1)
+    # a market without a good bar yet has no timestamp or age sample (absent, not NaN)
+    assert not [lab for lab, _ in families["quantweb_market_data_age_seconds"]["samples"] if lab["exchange"] == "sim"]
+    rejected_kinds = {lab["kind"] for lab, _ in families["quantweb_market_data_rejected_total"]["samples"]}
+    assert rejected_kinds == {"ohlc", "duplicate", "off_grid", "outlier", "stale", "book"}

@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import DefaultRouter
 
+from execution.api import DataQualityViewSet
 from traders.api import views
 
 router = DefaultRouter()
@@ -14,8 +15,14 @@ router.register("signals", views.SignalViewSet, basename="api-signal")
 router.register("regimes", views.RegimeViewSet, basename="api-regime")
 router.register("profiles", views.ProfileViewSet, basename="api-profile")
 router.register("credentials", views.CredentialViewSet, basename="api-credential")
+router.register("data-quality", DataQualityViewSet, basename="api-data-quality")
 
 urlpatterns = [
     path("audit/export/", views.AuditExportView.as_view(), name="api-audit-export"),
+    path("kill-switch/", views.KillSwitchView.as_view(), name="api-kill-switch"),
+    path("metrics/", views.MetricsView.as_view(), name="api-metrics"),
     *router.urls,
+    # Last of every /api/ route (quantweb/api_urls.py includes this module last): anything else
+    # under /api/ is a JSON 404.
+    re_path(r"^[\s\S]*$", views.NotFoundView.as_view(), name="api-not-found"),
 ]

@@ -1,24 +1,30 @@
-"""REST API [issue 7]. Reads are open to any logged-in user; changes go through the same
-services as the pages (intents for trader actions [RT-1]); credentials are staff-only."""
+"""REST API [issue 7 #6]. Reads are open to any logged-in user; changes go through the same
+services as the pages (intents for trader actions [RT-1]) and the same permission rules
+(``traders.services.can_operate`` / ``can_manage_live``): viewers read, operators create, run and
+stop PAPER traders, staff manage credentials, arm LIVE, reset guard trips and use the kill
+switches. Every list endpoint takes validated filters (``traders.api.filters``)."""
 
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from execution.models import Fill, Order, Position
 from regime.models import MarketRegime
+from risk.models import KillSwitch
 from strategies.models import Signal, StrategyProfile
 from traders import audit, services
+from traders.api import filters as f
 from traders.api import serializers as s
-from traders.forms import AuditExportForm
+from traders.api.schema import AutoSchema
 from traders.models import Credential, Event, IntentKind, Trader
 
 
@@ -32,118 +38,165 @@ def _call(fn, **kwargs):
         raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
 
 
-class TraderFilterMixin:
-    def filter_trader(self, qs):
-        trader = self.request.query_params.get("trader")
-        if trader:
-            if not trader.isdigit():
-                raise ValidationError({"trader": "must be a trader id"})
-            qs = qs.filter(trader_id=int(trader))
-        return qs
+class CanOperate(permissions.BasePermission):
+    """Writes need an operator (staff or ``traders.change_trader``); reads need a login."""
+
+    message = "You may view traders but not change them (operators and staff only)."
+
+    def has_permission(self, request, view) -> bool:
+        return request.method in permissions.SAFE_METHODS or services.can_operate(request.user)
 
 
-class TraderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class IsStaffForWrites(permissions.BasePermission):
+    message = "Only staff may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return request.method in permissions.SAFE_METHODS or services.can_manage_live(request.user)
+
+
+class IsStaff(permissions.BasePermission):
+    message = "Only staff may manage credentials."
+
+    def has_permission(self, request, view) -> bool:
+        return services.can_manage_live(request.user)
+
+
+class ApiViewSet(f.FilteredListMixin, viewsets.GenericViewSet):
+    schema = AutoSchema()
+    pagination_class = f.StrictLimitOffsetPagination
+    # Any path segment reaches the view, so a malformed id is this API's JSON 404, not Django's
+    # HTML page (ids are integers: a non-integer finds nothing).
+    lookup_value_regex = r"[^/]+"
+
+
+INTENT_ACCEPTED = {202: s.IntentAcceptedSerializer}
+
+
+class TraderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Traders (removed ones excluded). Actions record intents; a worker applies them [RT-1]."""
+
     serializer_class = s.TraderSerializer
+    filter_class = f.TraderFilter
+    permission_classes = [permissions.IsAuthenticated, CanOperate]
 
     def get_queryset(self):
-        qs = Trader.objects.active().select_related("profile", "config_version").order_by("id")
-        mode = self.request.query_params.get("mode")
-        if mode:
-            qs = qs.filter(mode=mode.upper())
-        return qs
+        return Trader.objects.active().select_related("profile", "config_version", "safety").order_by("id")
 
     @extend_schema(request=s.TraderCreateSerializer, responses={201: s.TraderSerializer})
     def create(self, request):
         body = s.TraderCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         trader = _call(services.create_trader, user=request.user, **body.validated_data)
+        trader = self.get_queryset().get(pk=trader.pk)
         return Response(s.TraderSerializer(trader).data, status=status.HTTP_201_CREATED)
 
-    def _intent(self, request, pk, kind, payload=None):
+    def _intent(self, request, kind, payload=None):
         trader = self.get_object()
         intent = _call(services.request_intent, user=request.user, kind=kind, trader=trader, payload=payload or {})
-        return Response({"intent": intent.pk, "kind": kind, "status": intent.status}, status=status.HTTP_202_ACCEPTED)
+        return Response(s.IntentAcceptedSerializer(intent).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses=INTENT_ACCEPTED)
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
-        return self._intent(request, pk, IntentKind.START)
+        return self._intent(request, IntentKind.START)
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses=INTENT_ACCEPTED)
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
-        return self._intent(request, pk, IntentKind.STOP)
+        return self._intent(request, IntentKind.STOP)
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses=INTENT_ACCEPTED)
     @action(detail=True, methods=["post"])
     def remove(self, request, pk=None):
-        return self._intent(request, pk, IntentKind.REMOVE)
+        return self._intent(request, IntentKind.REMOVE)
 
-    @extend_schema(request=s.ModeSerializer, responses={202: dict})
+    @extend_schema(request=None, responses=INTENT_ACCEPTED)
+    @action(detail=True, methods=["post"])
+    def liquidate(self, request, pk=None):
+        return self._intent(request, IntentKind.LIQUIDATE)
+
+    @extend_schema(request=s.ModeSerializer, responses=INTENT_ACCEPTED)
     @action(detail=True, methods=["post"])
     def mode(self, request, pk=None):
         body = s.ModeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._intent(request, pk, IntentKind.SET_MODE, {"mode": body.validated_data["mode"]})
+        return self._intent(request, IntentKind.SET_MODE, {"mode": body.validated_data["mode"]})
+
+    @extend_schema(request=None, responses=INTENT_ACCEPTED, description="Staff only; LIVE traders past paper protection.")
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAuthenticated, IsStaffForWrites])
+    def arm(self, request, pk=None):
+        return self._intent(request, IntentKind.ARM)
+
+    @extend_schema(request=None, responses=INTENT_ACCEPTED)
+    @action(detail=True, methods=["post"])
+    def disarm(self, request, pk=None):
+        return self._intent(request, IntentKind.DISARM)
+
+    @extend_schema(request=s.GuardResetSerializer, responses={200: s.GuardSerializer},
+                   description="Staff only: clear guard trips that need a manual reset (MAX_DRAWDOWN; "
+                               "CONSECUTIVE_LOSSES acknowledges the run). A reason is required and audited.")
+    @action(detail=True, methods=["post"], url_path="reset-guard",
+            permission_classes=[permissions.IsAuthenticated, IsStaffForWrites])
+    def reset_guard(self, request, pk=None):
+        trader = self.get_object()
+        body = s.GuardResetSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        _call(services.reset_guard, user=request.user, trader=trader, reason=body.validated_data["reason"],
+              codes=body.validated_data.get("codes"))
+        return Response(s.GuardSerializer(services.guard_state(self.get_queryset().get(pk=trader.pk))).data)
+
+    @extend_schema(responses={200: s.GuardSerializer})
+    @action(detail=True, methods=["get"])
+    def guard(self, request, pk=None):
+        return Response(s.GuardSerializer(services.guard_state(self.get_object())).data)
 
 
-class EventViewSet(TraderFilterMixin, viewsets.ReadOnlyModelViewSet):
+class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.EventSerializer
+    filter_class = f.EventFilter
+    queryset = Event.objects.order_by("-id")
 
-    def get_queryset(self):
-        return self.filter_trader(Event.objects.order_by("-id"))
 
-
-class OrderViewSet(TraderFilterMixin, viewsets.ReadOnlyModelViewSet):
+class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.OrderSerializer
+    filter_class = f.OrderFilter
+    queryset = Order.objects.order_by("-id")
 
-    def get_queryset(self):
-        return self.filter_trader(Order.objects.order_by("-id"))
 
-
-class FillViewSet(TraderFilterMixin, viewsets.ReadOnlyModelViewSet):
+class FillViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.FillSerializer
+    filter_class = f.FillFilter
+    queryset = Fill.objects.order_by("-id")
 
-    def get_queryset(self):
-        return self.filter_trader(Fill.objects.order_by("-id"))
 
-
-class PositionViewSet(TraderFilterMixin, viewsets.ReadOnlyModelViewSet):
+class PositionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.PositionSerializer
-
-    def get_queryset(self):
-        qs = self.filter_trader(Position.objects.order_by("-id"))
-        state = self.request.query_params.get("status")
-        return qs.filter(status=state) if state else qs
+    filter_class = f.PositionFilter
+    queryset = Position.objects.order_by("-id")
 
 
-class SignalViewSet(TraderFilterMixin, viewsets.ReadOnlyModelViewSet):
+class SignalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.SignalSerializer
+    filter_class = f.SignalFilter
+    queryset = Signal.objects.order_by("-id")
 
-    def get_queryset(self):
-        return self.filter_trader(Signal.objects.order_by("-id"))
 
-
-class RegimeViewSet(viewsets.ReadOnlyModelViewSet):
+class RegimeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.RegimeSerializer
-    queryset = MarketRegime.objects.order_by("-bar_ts")
+    filter_class = f.RegimeFilter
+    queryset = MarketRegime.objects.order_by("-bar_ts", "-id")
 
 
-class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
+class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.ProfileSerializer
+    filter_class = f.ProfileFilter
     queryset = StrategyProfile.objects.select_related("current_version").order_by("id")
 
 
-class IsStaff(permissions.BasePermission):
-    message = "Only staff may manage credentials."
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_staff)
-
-
 class CredentialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                        mixins.DestroyModelMixin, viewsets.GenericViewSet):
+                        mixins.DestroyModelMixin, ApiViewSet):
     serializer_class = s.CredentialSerializer
+    filter_class = f.CredentialFilter
     permission_classes = [permissions.IsAuthenticated, IsStaff]
     queryset = Credential.objects.order_by("id")
 
@@ -160,17 +213,65 @@ class CredentialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         instance.delete()
 
 
+class KillSwitchView(APIView):
+    """GET: the master kill switch's state. POST (staff): engage, release, or emergency stop
+    (engage and liquidate every running trader), recorded as an intent for the worker."""
+
+    schema = AutoSchema()
+    permission_classes = [permissions.IsAuthenticated, IsStaffForWrites]
+    KINDS = {"engage": IntentKind.KILL_ALL, "release": IntentKind.RELEASE_KILL, "emergency": IntentKind.EMERGENCY_STOP}
+
+    @extend_schema(responses={200: s.KillSwitchSerializer})
+    def get(self, request):
+        switch = KillSwitch.objects.select_related("changed_by").filter(pk=1).first() or KillSwitch(pk=1)
+        return Response(s.KillSwitchSerializer(switch).data)
+
+    @extend_schema(request=s.KillSwitchActionSerializer, responses=INTENT_ACCEPTED)
+    def post(self, request):
+        body = s.KillSwitchActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        intent = _call(services.request_intent, user=request.user, kind=self.KINDS[body.validated_data["action"]],
+                       trader=None, payload={"reason": body.validated_data["reason"]})
+        return Response(s.IntentAcceptedSerializer(intent).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MetricsView(APIView):
+    """The dashboard's key metrics (the DASHBOARD refreshes them from here without a reload)."""
+
+    schema = AutoSchema()
+
+    @extend_schema(responses={200: s.DashboardMetricsSerializer})
+    def get(self, request):
+        from traders.metrics import dashboard_metrics
+
+        return Response(s.DashboardMetricsSerializer(dashboard_metrics()).data)
+
+
+class NotFoundView(APIView):
+    """Every other path under /api/: a JSON 404 (after the login check), not an HTML page."""
+
+    schema = None
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        raise NotFound(f"No API endpoint at {request.path}; see /api/schema/.")
+
+
 class AuditExportView(APIView):
     """GET ?format=csv|jsonl&since=&until=&trader=&kind= streams the audit log."""
 
-    @extend_schema(responses={200: str})
+    schema = AutoSchema()
+
+    @extend_schema(
+        parameters=[f.AuditExportQuery],
+        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV, one row per audit entry"),
+                   (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="JSON Lines")},
+    )
     def get(self, request):
-        form = AuditExportForm(request.query_params)
-        if not form.is_valid():
-            raise ValidationError(form.errors)
-        data = form.cleaned_data
-        rows = audit.filtered(since=data["since"], until=data["until"], trader_id=data["trader"], kind=data["kind"] or None)
-        audit.record("AUDIT_EXPORTED", actor=request.user, payload={**{k: v for k, v in data.items() if v}, "via": "api"})
+        data = f.validate_query(request, f.AuditExportQuery)
+        rows = audit.filtered(since=data.get("since"), until=data.get("until"), trader_id=data.get("trader"),
+                              kind=data.get("kind"))
+        audit.record("AUDIT_EXPORTED", actor=request.user, payload={**data, "via": "api"})
         fmt = data["format"]
         response = StreamingHttpResponse(audit.export(rows.iterator(chunk_size=2000), fmt),
                                          content_type="text/csv" if fmt == "csv" else "application/x-ndjson")

@@ -6,25 +6,43 @@ from __future__ import annotations
 import os
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+# name, function, schedule type, minutes, queue. The dispatcher ticks every running trader once
+# per bar on the trading cluster; the self-test runs daily at 00:00 UTC on the slow cluster.
+TRADING, SLOW = "trading", "slow"
 SCHEDULES = [
-    # name, function, minutes: the dispatcher ticks every running trader once per bar.
-    ("quantweb-dispatch", "traders.tasks.dispatch", 1),
+    ("quantweb-dispatch", "traders.tasks.dispatch", "MINUTES", 1, TRADING),
+    ("quantweb-selftest", "traders.tasks.selftest", "DAILY", None, SLOW),
+    # labels, bandit, lifecycle promotions, drift check / auto-rollback [AI-1], [AI-4]..[AI-6]
+    ("quantweb-learning", "strategies.tasks_learning.learning_cycle", "MINUTES", 5, SLOW),
 ]
 
 
 def sync_schedules() -> list[str]:
     from django_q.models import Schedule
 
+    from traders.runbook import next_midnight_utc
+
     names = []
-    for name, func, minutes in SCHEDULES:
-        Schedule.objects.update_or_create(
-            name=name,
-            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
-        )
+    for name, func, kind, minutes, queue in SCHEDULES:
+        schedule_type = getattr(Schedule, kind)
+        # A null cluster is the trading (default) cluster's; a named one is only run by that cluster.
+        cluster = settings.QUANTWEB_SLOW_QUEUE if queue == SLOW else None
+        defaults = {"func": func, "schedule_type": schedule_type, "repeats": -1, "cluster": cluster}
+        if minutes is not None:
+            defaults["minutes"] = minutes
+        schedule, created = Schedule.objects.update_or_create(name=name, defaults=defaults)
+        if schedule_type == Schedule.DAILY:
+            # Daily at 00:00 UTC: keep a pending run that is already aligned, otherwise the next midnight.
+            due = schedule.next_run
+            aligned = due is not None and (due.hour, due.minute, due.second) == (0, 0, 0)
+            if created or not aligned:
+                schedule.next_run = next_midnight_utc()
+                schedule.save(update_fields=["next_run"])
         names.append(name)
     return names
 

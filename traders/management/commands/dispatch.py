@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
 from execution.marketdata import BAR, SIM, latest_bar
-from traders import tasks
+from traders import runbook, tasks
 from traders.models import Trader
 from traders.trading import run_tick
 
@@ -48,11 +49,17 @@ def clock(advance_bars: int | None, wall: float | None = None) -> float:
 
 
 def dispatch_inline(now: float) -> dict:
-    """``traders.tasks.dispatch`` with the ticks run here instead of enqueued."""
+    """``traders.tasks.dispatch`` with the ticks run here instead of enqueued (the same
+    rate-limit back-off applies: a held-back exchange's traders are listed as ``held-back``)."""
     intents = tasks.process_intents()
     bars = tasks.collect_market_data(now)
     ticks = []
-    for trader_id, exchange in Trader.objects.running().order_by("id").values_list("id", "exchange"):
+    running = list(Trader.objects.running().order_by("id").values_list("id", "exchange"))
+    plan = runbook.tick_plan((exchange for _, exchange in running), now=datetime.fromtimestamp(now, UTC))
+    for trader_id, exchange in running:
+        if not plan[exchange].tick:   # the exchange is under rate-limit back-off or banned [AL-3]
+            ticks.append({"trader": trader_id, "outcome": "held-back", "reason": plan[exchange].reason})
+            continue
         bar_ts = latest_bar(exchange)
         if bar_ts is None:
             ticks.append({"trader": trader_id, "outcome": "no-data"})
