@@ -79,8 +79,9 @@ def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickRe
         log_event(trader, "TICK_SKIPPED", f"no market data for bar {bar_ts}: {exc}", level=EventLevel.WARN)
         return TickReport(trader_id, bar_ts, "no-data")
     with transaction.atomic():
-        trader = (Trader.objects.select_for_update(skip_locked=True)
-                  .select_related("profile", "config_version", "credential").filter(pk=trader_id).first())
+        # No join to the (nullable) credential here: PostgreSQL cannot lock an outer join.
+        trader = (Trader.objects.select_for_update(skip_locked=True).select_related("profile", "config_version")
+                  .filter(pk=trader_id).first())
         if trader is None:
             return TickReport(trader_id, bar_ts, "busy")   # another worker is ticking it
         if trader.status not in (TraderStatus.RUNNING, TraderStatus.PAUSED) or trader.removed_at:
