@@ -90,8 +90,9 @@ def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickRe
             return TickReport(trader_id, bar_ts, "stale")
         # PAPER: the fill model. LIVE: only LIVE + ARMED + paper protection passed gets a venue
         # broker (checked again before every venue call); anything else places nothing [EXE-4].
+        profile = trader_profile(trader)
         try:
-            broker = broker_for(trader, view, profile=trader_profile(trader))
+            broker = broker_for(trader, view, profile=profile)
         except LiveRefused:
             trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
             trader.save(update_fields=["last_tick_ts", "last_tick_at"])
@@ -99,16 +100,16 @@ def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickRe
         if trader.mode == TraderMode.LIVE:
             # Orders a crashed worker left behind are settled by client order id first [EXE-2].
             reconcile_trader(trader, broker.exchange, view=view)
-        report = _tick(trader, view, bar_ts, broker)
+        report = _tick(trader, view, bar_ts, broker, profile)
         trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
         trader.save()
     return report
 
 
-def _tick(trader: Trader, view: MarketView, bar_ts: int, broker=None) -> TickReport:
+def _tick(trader: Trader, view: MarketView, bar_ts: int, broker=None, profile: RiskProfile | None = None) -> TickReport:
     """Load the tick's state, let the pure core decide (``traders.engine.tick.run_core``) through
     a port that stores every decision and books every fill, then write the books and the log."""
-    profile = trader_profile(trader)
+    profile = profile or trader_profile(trader)
     safety, _ = TraderSafetyState.objects.select_for_update().get_or_create(
         trader=trader, defaults={"peak_equity": trader.seed_money})
     kill = KillSwitch.objects.filter(pk=1).first()
@@ -164,8 +165,9 @@ class PaperPort:
         n = _book_fills(self.trader, order, fills, self.positions, self.view, reason=order.purpose.upper())
         # A re-price / market fallback that expired unfilled must not leave an empty position
         # that blocks the market [EXE-1].
-        for row in [order, *Order.objects.filter(parent=order)]:
-            _close_if_unfilled(row, self.positions)
+        if order.purpose == "entry" and order.status not in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED):
+            for row in [order, *Order.objects.filter(parent=order)]:
+                _close_if_unfilled(row, self.positions)
         return n
 
     def order_open(self, order: Order) -> bool:
