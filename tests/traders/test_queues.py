@@ -134,7 +134,7 @@ def test_bootstrap_schedules_the_selftest_on_the_slow_cluster_daily_at_midnight_
 
 # django-q2's scheduler closes the database connection it used; inside a test's transaction that
 # would leave a closed connection behind on PostgreSQL, so this test commits for real.
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_trading_clusters_scheduler_leaves_the_slow_schedule_to_the_slow_cluster(brokers):
     from django_q.scheduler import scheduler
 
