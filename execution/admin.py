@@ -38,14 +38,16 @@ class FillAdmin(ReadOnlyAdmin):
 
 @admin.register(Position)
 class PositionAdmin(ReadOnlyAdmin):
-    list_display = ["trader", "symbol", "status", "qty", "avg_entry", "stop_price", "last_price", "realised_pnl", "opened_ts"]
+    list_display = ["trader", "symbol", "status", "qty", "avg_entry", "stop_price", "last_price", "realised_pnl",
+                    "model_version", "opened_ts"]
     list_filter = ["status", "trader"]
     search_fields = ["symbol"]
 
 
 @admin.register(Trade)
 class TradeAdmin(ReadOnlyAdmin):
-    list_display = ["trader", "symbol", "qty", "entry_price", "exit_price", "pnl", "fees", "exit_reason", "mode"]
+    list_display = ["trader", "symbol", "qty", "entry_price", "exit_price", "pnl", "fees", "exit_reason", "mode",
+                    "model_version"]
     list_filter = ["mode", "exit_reason", "trader"]
     search_fields = ["symbol"]
 

@@ -141,6 +141,11 @@ class Position(models.Model):
     plan = models.JSONField(default=dict, blank=True, help_text="position-manager state (scale-outs done, atr...)")
     strategy = models.CharField(max_length=20, blank=True, help_text="module that contributed most at entry")
     regime = models.CharField(max_length=20, blank=True)
+    # AI MODE [AI-5], [AI-6]: the model version the entry's scan ran under (NULL for the other
+    # profiles and when no model was deployed), so drift attributes trades by record, not by
+    # replaying the lifecycle history.
+    model_version = models.ForeignKey("strategies.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", db_index=True, help_text="AI MODE: model at entry")
     opened_ts = models.BigIntegerField()
     closed_ts = models.BigIntegerField(null=True, blank=True)
 
@@ -180,6 +185,8 @@ class Trade(models.Model):
     exit_reason = models.CharField(max_length=40)
     strategy = models.CharField(max_length=20, blank=True)
     regime = models.CharField(max_length=20, blank=True)
+    model_version = models.ForeignKey("strategies.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", db_index=True, help_text="AI MODE: the position's model at entry")
 
     class Meta:
         ordering = ["-id"]

@@ -307,6 +307,7 @@ def book_fill(trader, position: Position, fill: EngineFill, *, exit_reason: str 
             qty=fill.qty, entry_price=position.avg_entry, exit_price=fill.price, entry_ts=position.opened_ts,
             exit_ts=fill.ts, pnl=result.realised, fees=fill.fee + (result.cost_closed - position.avg_entry * fill.qty),
             exit_reason=exit_reason or "EXIT", strategy=position.strategy, regime=position.regime,
+            model_version_id=position.model_version_id,
         )
         if book.qty == 0:
             position.status, position.closed_ts = Position.Status.CLOSED, fill.ts

@@ -227,7 +227,8 @@ class PositionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Position
         fields = ["id", "trader", "symbol", "direction", "status", "qty", "avg_entry", "stop_price", "last_price",
-                  "realised_pnl", "unrealised_pnl", "fees", "strategy", "regime", "opened_ts", "closed_ts"]
+                  "realised_pnl", "unrealised_pnl", "fees", "strategy", "regime", "model_version", "opened_ts",
+                  "closed_ts"]
 
 
 class SignalSerializer(serializers.ModelSerializer):
