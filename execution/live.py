@@ -31,6 +31,11 @@ Resting stops [RK-5]: after every send phase ``sync_stops`` mirrors each open po
 as a venue stop order where the venue has them (``StopOrders``), replacing it when the stop
 tightens or the quantity changes; an exit first lifts the position's stop so the venue cannot
 sell twice. The worker still enforces every stop on each tick.
+
+API error rate [RK-4]: ``broker_for`` wraps the LIVE venue client in
+``execution.callstats.CountingExchange``; every venue call of the tick, of reconciliation and of
+the send phase is counted and stored in the trader's rolling window (``execution.callstats``),
+and ``LiveBroker.api_stats`` feeds the guard. PAPER builds no venue client and counts nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from typing import Any
 
 from django.db import transaction
 
+from execution import callstats
 from execution.adapters.base import (
     AmbiguousOrderError,
     AuthenticationError,
@@ -175,7 +181,7 @@ def broker_for(trader, view: MarketView, *, profile: Any = None,
     if refusal is None:
         try:
             factory = exchange_factory or exchange_for
-            exchange = factory(trader, view)
+            exchange = callstats.counting(factory(trader, view))      # the API error rate [RK-4]
             if not exchange.can_trade:
                 raise LiveRefused("VENUE_READ_ONLY", f"{exchange.name}: the client has no trading keys")
             return LiveBroker(trader, view, exchange, policy=policy, now=now)
@@ -292,11 +298,24 @@ class LiveBroker(Broker):
 
     # -- the send phase (after commit) ------------------------------------------------------------
     def flush(self) -> None:
-        """Send every queued order of the trader, then mirror the resting stops."""
+        """Send every queued order of the trader, then mirror the resting stops; the venue calls
+        made so far are stored in the API error window (``execution.callstats``)."""
         self._flush_scheduled = False
-        send_pending(self.trader.pk, self.exchange, view=self.view)
-        if supports_stop_orders(self.exchange):
-            sync_stops(self.trader.pk, self.exchange, self.view)
+        try:
+            send_pending(self.trader.pk, self.exchange, view=self.view)
+            if supports_stop_orders(self.exchange):
+                sync_stops(self.trader.pk, self.exchange, self.view)
+        finally:
+            callstats.store(self.trader.pk, self.exchange)
+
+    def api_stats(self, now: float | None = None, state: dict | None = None) -> tuple[int, int]:
+        """``(calls, errors)`` of the venue in the API error window at ``now`` [RK-4]: the stored
+        window (``state``, the trader's ``TraderSafetyState.state``, read when not given) plus the
+        calls this broker's venue counted and has not stored yet."""
+        now = self.clock() if now is None else now
+        if state is None:
+            state = callstats.stored_state(self.trader.pk)
+        return callstats.window(state, now, self.exchange)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _lookup(self, order: Order) -> OrderState | None:

@@ -50,6 +50,16 @@ def effective_profile(profile: StrategyProfile, params: dict | None = None, mode
     return profile_for(profile.key, stored=stored)
 
 
+def baseline_profile(profile: StrategyProfile, params: dict | None = None) -> RiskProfile:
+    """What a trader with this profile runs without any model: for AI MODE, STANDARD with the
+    stored edits (the deterministic strategy a model is compared with, [RK-4] model
+    disagreement); the same as ``effective_profile`` for the other profiles."""
+    stored = profile.params if params is None else params
+    if profile.key == ProfileKey.AI_MODE:
+        return profile_for(profile.key, live_params=dict(stored))
+    return profile_for(profile.key, stored=stored)
+
+
 def scan_overrides(profile: StrategyProfile, mode: str | None = None) -> dict:
     """What a scan of an AI MODE trader adds to the profile's ScanParams [AI-3], [AI-4]: the
     deployed model's scan keys (top_n, penalty_weights, regime_weights) and the bandit's

@@ -17,6 +17,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from execution.callstats import merge_tick_calls
 from execution.collectors import trader_market_source
 from execution.engine.types import MarketDataError, OrderRequest
 from execution.live import LiveRefused, broker_for
@@ -30,10 +31,10 @@ from risk.engine.positions import PositionState
 from risk.engine.profiles import RiskProfile
 from risk.models import KillSwitch, TraderSafetyState
 from strategies.engine.learning.params import apply_scan_params
-from strategies.engine.pipeline import ScanResult, scan
+from strategies.engine.pipeline import ScanResult, reaggregate, scan
 from strategies.engine.types import Direction
 from strategies.models import FeatureSnapshot, ScanRun, Signal
-from strategies.services import scan_overrides
+from strategies.services import baseline_profile, scan_overrides
 from traders import audit, realtime
 from traders.engine.tick import (
     EntryDecision,
@@ -43,7 +44,9 @@ from traders.engine.tick import (
     GuardOutcome,
     HeldPosition,
     OrderOutcome,
+    SecondOpinion,
     run_core,
+    scan_conflicts,
 )
 from traders.engine.tick import scan_params as scan_params
 from traders.models import EquitySnapshot, EventLevel, Trader, TraderMode, TraderStatus
@@ -116,6 +119,8 @@ def _tick(trader: Trader, view: MarketView, bar_ts: int, broker=None, profile: R
     port = PaperPort(trader, view, profile, safety, kill, bar_ts, broker)
     feed = GuardFeedState.from_dict(trader.scan_state.get("guard_feed"))
     outcome = run_core(port, profile=profile, market=view, bar_ts=bar_ts, feed=feed, mc_seed=trader.pk)
+    if merge_tick_calls(safety, port.broker):        # this tick's venue calls join the API error window [RK-4]
+        safety.save(update_fields=["state"])
     trader.scan_state = {**trader.scan_state, "guard_feed": outcome.feed}
     report = TickReport(trader.pk, bar_ts, "ok", entries=outcome.entries, exits=outcome.exits, fills=outcome.fills)
     result = outcome.scan
@@ -153,6 +158,8 @@ class PaperPort:
         self.signal_rows: dict[str, Signal] = {}
         self.scan_run: ScanRun | None = None
         self.scan_ms = 0.0
+        self.overrides: dict = {}  # AI MODE scan overrides of this tick (model_version for new positions)
+        self.ema_before: dict[str, float] = {}   # the score EMA before this tick's scan
 
     # -- orders resting from earlier ticks
     def resting_orders(self):
@@ -201,10 +208,11 @@ class PaperPort:
     def scan(self, held: dict[str, Direction]) -> ScanResult:
         trader, view = self.trader, self.view
         started = time.perf_counter()
-        ema_in = dict(trader.scan_state.get("ema") or {})
+        ema_in = self.ema_before = dict(trader.scan_state.get("ema") or {})
         # AI MODE: the deployed model's scan keys and the bandit's weights [AI-3], [AI-4].
-        overrides = scan_overrides(trader.profile, trader.mode)
-        params = apply_scan_params(scan_params(self.profile), overrides.get("scan"), overrides.get("bandit_weights"))
+        overrides = self.overrides = scan_overrides(trader.profile, trader.mode)
+        params = self.scan_params = apply_scan_params(scan_params(self.profile), overrides.get("scan"),
+                                                      overrides.get("bandit_weights"))
         result = scan(view.candles, books=view.books, tickers=view.tickers, params=params,
                       ema_state=trader.scan_state.get("ema"), held=held, markets=view.markets,
                       leader_history=view.leader_history)
@@ -213,6 +221,29 @@ class PaperPort:
         self.scan_run, self.signal_rows = _store_scan(trader, view, self.bar_ts, result, self.scan_ms, ema_in, held,
                                                       self.profile, overrides)
         return result
+
+    def second_opinion(self, result: ScanResult, held: dict[str, Direction]) -> SecondOpinion | None:
+        """AI MODE with a model (or bandit weights) in use: the deterministic profile's
+        aggregation of the same scan (STANDARD with the stored edits, no model, no bandit), with
+        its own score EMA, for the guard's model disagreement [RK-4]. None for one source."""
+        trader, overrides = self.trader, self.overrides
+        if not overrides or (overrides.get("model_version") is None and not overrides.get("bandit_weights")):
+            if "ema_second" in trader.scan_state:
+                trader.scan_state = {k: v for k, v in trader.scan_state.items() if k != "ema_second"}
+            return None
+        base = scan_params(baseline_profile(trader.profile, trader.config_version.params))
+        # A new second source starts from the trader's own score EMA (before this scan), so equal
+        # settings give equal scores from the first tick.
+        ema = trader.scan_state.get("ema_second") or self.ema_before
+        agg = reaggregate(result, base, ema_state=ema, held=held, markets=self.view.markets)
+        trader.scan_state = {**trader.scan_state, "ema_second": agg.ema_state}
+        opinion = SecondOpinion(agg, self.scan_params.aggregator, base.aggregator)
+        conflicts, strong = scan_conflicts(result, opinion, held)
+        if self.scan_run is not None:     # shown with the scan ("why"): how far the two sources agree
+            self.scan_run.inputs = {**self.scan_run.inputs,
+                                    "second_opinion": {"conflicts": conflicts, "strong": strong}}
+            self.scan_run.save(update_fields=["inputs"])
+        return opinion
 
     # -- guard
     def guard_context(self, now_ts: int) -> GuardContext:
@@ -232,7 +263,10 @@ class PaperPort:
         _store_guard(self.trader, self.safety, outcome)
 
     def api_stats(self) -> tuple[int, int] | None:
-        return None          # the paper broker makes no venue calls
+        # LIVE: the venue calls in the API error window (stored on the locked safety row plus
+        # this tick's) [RK-4]; the paper broker makes no venue calls.
+        stats = getattr(self.broker, "api_stats", None)
+        return stats(state=self.safety.state) if stats is not None else None
 
     # -- exits
     def set_position_state(self, symbol: str, state: PositionState) -> None:
@@ -308,7 +342,8 @@ class PaperPort:
                               "qty": sizing.qty, "price": sizing.entry_price, "final_score": sig.final_score})
         # The position exists from the order on (qty 0 until filled) so a resting entry is
         # booked when it fills on a later bar, and the market is not entered twice meanwhile.
-        position = _open_position(trader, sig, sizing, result, self.bar_ts)
+        position = _open_position(trader, sig, sizing, result, self.bar_ts,
+                                  model_version_id=self.overrides.get("model_version"))
         self.positions[sig.symbol] = position
         order.position = position
         order.save(update_fields=["position"])
@@ -348,7 +383,8 @@ def _book_fills(trader, order: Order, fills, positions: dict[str, Position], vie
     return len(fills)
 
 
-def _open_position(trader, sig, sizing, result: ScanResult, bar_ts: int) -> Position:
+def _open_position(trader, sig, sizing, result: ScanResult, bar_ts: int, *,
+                   model_version_id: int | None = None) -> Position:
     top_module = max(sig.module_scores.items(), key=lambda kv: kv[1])[0] if sig.module_scores else ""
     state = PositionState.open(sig.symbol, Direction.LONG, float(sizing.entry_price), float(sizing.qty),
                                float(sizing.stop_price), bar_ts + BAR)
@@ -356,6 +392,7 @@ def _open_position(trader, sig, sizing, result: ScanResult, bar_ts: int) -> Posi
         trader=trader, symbol=sig.symbol, direction=1, opened_ts=bar_ts + BAR, stop_price=sizing.stop_price,
         initial_stop=sizing.stop_price, highest_price=sizing.entry_price, last_price=sizing.entry_price,
         plan={"state": state.to_dict(), "sizing": sizing.to_dict()}, strategy=top_module, regime=result.regime.label.value,
+        model_version_id=model_version_id,
     )
     audit.record("POSITION_OPENED", actor="system", trader=trader, obj=position,
                  payload={"symbol": sig.symbol, "stop": sizing.stop_price, "planned_qty": sizing.qty})

@@ -141,18 +141,27 @@ def next_month_start(now_ts: int) -> int:
     return int(nxt.timestamp())
 
 
-def disagreement_share(score_a: np.ndarray, dir_a: np.ndarray, score_b: np.ndarray, dir_b: np.ndarray,
-                       strong: float = 70.0, gap: float = 50.0) -> float:
-    """Share of markets, among those where either source is strong (score >= ``strong``), on
-    which two signal sources conflict strongly: opposite directions, or scores ``gap`` apart.
-    Arrays are ``[markets]``; 0 when no market is strong."""
+def disagreement_counts(score_a: np.ndarray, dir_a: np.ndarray, score_b: np.ndarray, dir_b: np.ndarray,
+                        strong: tuple[float, float] = (70.0, 70.0), ratio: float = 0.5) -> tuple[int, int]:
+    """(conflicts, strong markets) between two signal sources. A market is strong when either
+    source scores it at or above its own ``strong`` (entry) threshold; the two conflict on it
+    when they point opposite ways, or when the other source scores it below ``ratio`` times the
+    strong one's score (one sees a setup the other barely sees). Different thresholds alone are
+    no conflict: equal scores never conflict. Arrays are ``[markets]``; thresholds are
+    (source a, source b)."""
     sa, sb = np.asarray(score_a, dtype=np.float64), np.asarray(score_b, dtype=np.float64)
     da, db = np.asarray(dir_a), np.asarray(dir_b)
-    strong_any = (sa >= strong) | (sb >= strong)
-    if not strong_any.any():
-        return 0.0
-    conflict = ((da * db) < 0) | (np.abs(sa - sb) >= gap)
-    return float((conflict & strong_any).sum() / strong_any.sum())
+    strong_a, strong_b = sa >= strong[0], sb >= strong[1]
+    conflict = ((da * db) < 0) | (strong_a & (sb < ratio * sa)) | (strong_b & (sa < ratio * sb))
+    strong_any = strong_a | strong_b
+    return int((conflict & strong_any).sum()), int(strong_any.sum())
+
+
+def disagreement_share(score_a: np.ndarray, dir_a: np.ndarray, score_b: np.ndarray, dir_b: np.ndarray,
+                       strong: tuple[float, float] = (70.0, 70.0), ratio: float = 0.5) -> float:
+    """``disagreement_counts`` as a share of the strong markets; 0 when no market is strong."""
+    conflicts, n = disagreement_counts(score_a, dir_a, score_b, dir_b, strong, ratio)
+    return conflicts / n if n else 0.0
 
 
 @dataclass(frozen=True, slots=True)

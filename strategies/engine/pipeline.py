@@ -28,7 +28,7 @@ from strategies.engine import indicators as ind
 from strategies.engine.aggregator import Aggregate, AggregatorParams, aggregate
 from strategies.engine.modules import default_modules
 from strategies.engine.modules.base import BookArrays, ScanContext, ScoreModule
-from strategies.engine.screener import ScreenerParams, ScreenResult, screen
+from strategies.engine.screener import ScreenerParams, ScreenResult, candidates_for_top_n, screen
 from strategies.engine.types import Action, Direction, MarketSignal, ModuleOutput
 
 RECOMMENDED_BARS = 1000
@@ -145,3 +145,19 @@ def scan(candles_1m: Candles, books: Mapping[str, OrderBook | Sequence[OrderBook
                     extra_reasons=scr.flags, signal_mask=mask)
     return ScanResult(ts, symbols, scr, regime, max_positions(regime.label, p.profile_max_positions), outputs,
                       agg, agg.signals, agg.ema_state)
+
+
+def reaggregate(result: ScanResult, params: ScanParams, *, ema_state: Mapping[str, float] | None = None,
+                held: Mapping[str, Direction] | None = None,
+                markets: Mapping[str, MarketInfo] | None = None) -> Aggregate:
+    """A second signal source on the same scan: the same regime and module outputs aggregated
+    with other settings (weights, thresholds, penalties, ``top_n``), with its own score EMA
+    (``ema_state``; the new one is in the result). The runtime guard compares it with the
+    trader's own aggregation to detect model disagreement [RK-4]. Arrays only (no signals)."""
+    markets = markets or {}
+    symbols = result.symbols
+    can_short = np.array([bool(markets[s].can_short) if s in markets else False for s in symbols])
+    candidates = candidates_for_top_n(result.screen, params.screener.top_n)
+    return aggregate(symbols, result.ts, result.modules, result.regime, params.aggregator, ema_state=ema_state,
+                     held=held or {}, candidates=candidates, can_short=can_short, extra_reasons=result.screen.flags,
+                     signal_mask=np.zeros(len(symbols), bool))

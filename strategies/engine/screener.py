@@ -109,3 +109,15 @@ def screen(symbols: Sequence[str], last_close: np.ndarray, atr_pct: np.ndarray, 
     idx = order[candidate[order]]
     return ScreenResult(candidate, idx, tuple(symbols[i] for i in idx.tolist()), flags, value, spread, depth,
                         np.asarray(atr_pct, dtype=np.float64), rank)
+
+
+#: Screener flags that refuse a market (``OUT_OF_TOP_N`` aside).
+FAILING_FLAGS = frozenset({"LOW_VALUE", "SPREAD_WIDE", "DEPTH_THIN", "ATR_LOW", "ATR_HIGH", "CAUTION", "STALE",
+                           "NO_DATA"})
+
+
+def candidates_for_top_n(result: ScreenResult, top_n: int) -> np.ndarray:
+    """The candidates the same screen gives with another ``top_n`` (every other check as it was):
+    a second signal source with its own ``top_n`` on the same market data."""
+    others_ok = np.array([not (FAILING_FLAGS.intersection(f)) for f in result.flags], dtype=bool)
+    return others_ok & (result.rank < top_n) & np.isfinite(result.value_24h)

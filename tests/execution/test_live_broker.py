@@ -150,7 +150,7 @@ def test_eligible_live_trader_gets_a_live_broker(trader, venue):
         return venue
 
     broker = broker_for(trader, view_of(venue), exchange_factory=factory)
-    assert isinstance(broker, LiveBroker) and calls == [trader.pk] and broker.exchange is venue
+    assert isinstance(broker, LiveBroker) and calls == [trader.pk] and broker.exchange.wrapped is venue   # counted [RK-4]
 
 
 def test_read_only_or_unbuildable_venue_is_refused(trader, venue):

@@ -4,7 +4,9 @@ One tick, in this order (``run_core``):
 
 1. resting orders meet the new bar; an order older than ``max(order_timeout_seconds, bar)`` is
    cancelled (``order_timed_out``);
-2. the scan (screener -> regime -> modules -> aggregator) with the held markets;
+2. the scan (screener -> regime -> modules -> aggregator) with the held markets, and where
+   the trader has a second signal source (AI MODE: the deterministic profile beside the
+   model) that source's aggregation of the same scan, for the guard's model disagreement;
 3. the runtime guard [RK-4] on the marked-to-market equity (``decide_guard``; its inputs come
    from ``guard_inputs``, including the feeds of ``GuardFeedState``);
 4. the position manager [RK-5] for every open position, its exit intents sent at market
@@ -60,6 +62,7 @@ from risk.engine.guard import (
     GuardInputs,
     GuardState,
     Trip,
+    disagreement_counts,
     evaluate,
     reset,
 )
@@ -69,7 +72,7 @@ from risk.engine.positions import ExitIntent, PositionState, PositionUpdate, man
 from risk.engine.profiles import RiskProfile
 from risk.engine.sizing import SizingResult, size_position, slippage_of
 from strategies.engine import indicators as ind
-from strategies.engine.aggregator import AggregatorParams
+from strategies.engine.aggregator import Aggregate, AggregatorParams
 from strategies.engine.pipeline import ScanParams, ScanResult
 from strategies.engine.types import Direction, MarketSignal
 
@@ -82,6 +85,8 @@ VOL_BASELINE_DAYS = 1.0                 # the ATR% baseline is an EMA over about
 VOL_BASELINE_MIN_TICKS = 240            # judged only once the baseline has seen this many ticks
 SLIPPAGE_WINDOW = 20                    # realised vs expected slippage over the last N taker fills
 SLIPPAGE_MIN_FILLS = 3
+DISAGREEMENT_WINDOW = 30                # model disagreement pooled over the last N ticks' strong markets
+DISAGREEMENT_MIN_STRONG = 10            # judged only once the window holds this many strong markets
 
 # Monte Carlo [RK-6]
 MC_MIN_RETURNS = 30
@@ -142,6 +147,7 @@ class Derived:
 
     atr: np.ndarray
     returns: np.ndarray
+    bar_seconds: int = MODULE_TIMEFRAME_MINUTES * 60     # the length of the bars ``returns`` come from
 
 
 def module_bars(candles: Candles):
@@ -289,6 +295,7 @@ class TickPort(Protocol):
     def equity(self) -> Decimal: ...
     def blacklist(self, now_ts: int) -> Mapping[str, int]: ...     # symbol -> banned until [EXE-3]
     def scan(self, held: dict[str, Direction]) -> ScanResult: ...
+    def second_opinion(self, scan: ScanResult, held: dict[str, Direction]) -> SecondOpinion | None: ...
     def guard_context(self, now_ts: int) -> GuardContext: ...
     def store_guard(self, outcome: GuardOutcome) -> None: ...
     def set_position_state(self, symbol: str, state: PositionState) -> None: ...
@@ -305,10 +312,11 @@ class TickPort(Protocol):
 # --------------------------------------------------------------------------- pure pieces
 
 
-def order_timed_out(order_bar_ts: int | None, now_ts: int, profile: RiskProfile) -> bool:
+def order_timed_out(order_bar_ts: int | None, now_ts: int, profile: RiskProfile, bar_seconds: int = BAR) -> bool:
     """[EXE-1]: a resting order is cancelled once it is ``order_timeout_seconds`` (at least one
     bar) old."""
-    return now_ts - (order_bar_ts if order_bar_ts is not None else now_ts) >= max(profile.order_timeout_seconds, BAR)
+    age = now_ts - (order_bar_ts if order_bar_ts is not None else now_ts)
+    return age >= max(profile.order_timeout_seconds, bar_seconds)
 
 
 def exit_followup(outcome: OrderOutcome, remaining_qty: Decimal) -> str:
@@ -331,16 +339,18 @@ def period_return(start: Decimal, equity: Decimal) -> float:
 @dataclass(frozen=True)
 class GuardFeedState:
     """What the guard's feeds remember between ticks (JSON via ``to_dict``): the leader's ATR%
-    baseline (an EMA over about a day of ticks) and the last taker fills' expected and realised
-    slippage."""
+    baseline (an EMA over about a day of ticks), the last taker fills' expected and realised
+    slippage, and the last ticks' (conflicts, strong markets) between two signal sources."""
 
     atr_baseline: float | None = None
     atr_ticks: int = 0
     slippage: tuple[tuple[float, float], ...] = ()
+    disagreement: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"atr_baseline": self.atr_baseline, "atr_ticks": self.atr_ticks,
-                "slippage": [list(s) for s in self.slippage]}
+                "slippage": [list(s) for s in self.slippage],
+                "disagreement": [list(d) for d in self.disagreement]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> GuardFeedState:
@@ -348,7 +358,8 @@ class GuardFeedState:
             return cls()
         base = d.get("atr_baseline")
         return cls(float(base) if base is not None else None, int(d.get("atr_ticks", 0)),
-                   tuple((float(a), float(b)) for a, b in d.get("slippage", ())))
+                   tuple((float(a), float(b)) for a, b in d.get("slippage", ())),
+                   tuple((int(a), int(b)) for a, b in d.get("disagreement", ())))
 
     def with_atr(self, atr_pct: float, profile: RiskProfile) -> GuardFeedState:
         if not math.isfinite(atr_pct) or atr_pct <= 0:
@@ -364,6 +375,43 @@ class GuardFeedState:
         if not (math.isfinite(expected) and math.isfinite(realised)):
             return self
         return replace(self, slippage=(*self.slippage, (expected, realised))[-SLIPPAGE_WINDOW:])
+
+    def with_disagreement(self, counts: tuple[int, int] | None) -> GuardFeedState:
+        """One tick's (conflicts, strong markets); None (one signal source this tick, e.g. no
+        model deployed) empties the window, so an old conflict never outlives its sources."""
+        if counts is None:
+            return replace(self, disagreement=()) if self.disagreement else self
+        return replace(self, disagreement=(*self.disagreement, counts)[-DISAGREEMENT_WINDOW:])
+
+    @property
+    def model_disagreement(self) -> float | None:
+        """Conflicting share of the strong markets pooled over the window (None until it holds
+        ``DISAGREEMENT_MIN_STRONG`` of them: one strong market is not a sample)."""
+        strong = sum(n for _, n in self.disagreement)
+        if strong < DISAGREEMENT_MIN_STRONG:
+            return None
+        return sum(c for c, _ in self.disagreement) / strong
+
+
+@dataclass(frozen=True)
+class SecondOpinion:
+    """A second signal source's aggregation of the tick's scan (``strategies.engine.pipeline.
+    reaggregate``), with the settings of both sources (their entry / exit thresholds)."""
+
+    aggregate: Aggregate
+    own: AggregatorParams
+    params: AggregatorParams
+
+
+def scan_conflicts(scan: ScanResult, second: SecondOpinion, held: Mapping[str, Any]) -> tuple[int, int]:
+    """(conflicts, strong markets) between the trader's aggregation and a second source's on the
+    markets the trader acts on (screener candidates and held markets), a market being strong at
+    either source's own entry threshold (``risk.engine.guard.disagreement_counts``) [RK-4]."""
+    mask = scan.screen.candidate | np.array([s in held for s in scan.symbols], dtype=bool)
+    own, other = scan.aggregate, second.aggregate
+    return disagreement_counts(own.final_score[mask], own.direction[mask], other.final_score[mask],
+                               other.direction[mask],
+                               strong=(second.own.entry_threshold, second.params.entry_threshold))
 
 
 def slippage_observation(book: OrderBook | None, side: Side, outcome: OrderOutcome) -> tuple[float, float] | None:
@@ -389,9 +437,9 @@ def guard_inputs(*, now_ts: int, equity: Decimal, ctx: GuardContext, scan: ScanR
     baseline has ``VOL_BASELINE_MIN_TICKS`` ticks), slippage anomaly (realised vs expected
     slippage of the last taker fills, from ``SLIPPAGE_MIN_FILLS``), gross leverage (position
     value / equity; at most 1 on spot), exchange health (market data no older than
-    ``DEFAULT_MAX_DATA_AGE_SECONDS``), API error rate when the port counts venue calls.
-    Not fed (None): model disagreement, which needs a second signal source (the AI model's
-    scores) to compare with; ``db_ok`` is True because a tick that runs has its database."""
+    ``DEFAULT_MAX_DATA_AGE_SECONDS``), API error rate when the port counts venue calls, model
+    disagreement when the trader has two signal sources (``GuardFeedState.model_disagreement``;
+    None otherwise). ``db_ok`` is True because a tick that runs has its database."""
     atr_pct = float(scan.regime.inputs.btc_atr_pct_4h)
     baseline = feed.atr_baseline if feed.atr_ticks >= VOL_BASELINE_MIN_TICKS else None
     realised = expected = None
@@ -416,7 +464,7 @@ def guard_inputs(*, now_ts: int, equity: Decimal, ctx: GuardContext, scan: ScanR
         atr_pct_baseline=baseline,
         api_error_rate=(errors / calls) if api is not None and calls > 0 else None, api_calls=calls,
         realised_slippage=realised, expected_slippage=expected,
-        model_disagreement=None,
+        model_disagreement=feed.model_disagreement,
         leverage=leverage,
         db_ok=True, exchange_ok=data_age <= DEFAULT_MAX_DATA_AGE_SECONDS,
         regime=scan.regime.label,
@@ -455,10 +503,11 @@ def mc_rng(seed: int, bar_ts: int, symbol: str) -> np.random.Generator:
 
 
 def monte_carlo(signal: MarketSignal, returns: np.ndarray, profile: RiskProfile, market: MarketInfo,
-                atr: float, price: float, *, seed: int, bar_ts: int) -> tuple[CheckResult, MCReport | None]:
+                atr: float, price: float, *, seed: int, bar_ts: int,
+                bar_seconds: int = MODULE_TIMEFRAME_MINUTES * 60) -> tuple[CheckResult, MCReport | None]:
     """[RK-6] EV / win probability / CVaR of one candidate from its recent module-bar returns
     (block bootstrap, ``mc_paths`` x ``mc_horizon_bars``, net of the taker fee and the profile's
-    slippage allowance both ways, frozen at the ATR stop)."""
+    slippage allowance both ways, frozen at the ATR stop). ``bar_seconds``: the returns' bar."""
     r = np.asarray(returns, dtype=np.float64)
     r = r[np.isfinite(r)]
     if r.size < MC_MIN_RETURNS:
@@ -466,7 +515,7 @@ def monte_carlo(signal: MarketSignal, returns: np.ndarray, profile: RiskProfile,
     stop = profile.atr_stop_mult * atr / price if price > 0 and math.isfinite(atr) and atr > 0 else None
     report = evaluate_candidate(
         r, mc_rng(seed, bar_ts, signal.symbol), n_paths=profile.mc_paths, horizon=profile.mc_horizon_bars,
-        bar_seconds=MODULE_TIMEFRAME_MINUTES * 60, fee=float(market.taker_fee), slippage=profile.max_slippage / 2,
+        bar_seconds=bar_seconds, fee=float(market.taker_fee), slippage=profile.max_slippage / 2,
         stop_loss=stop if stop is not None and 0 < stop < 1 else None, direction=int(signal.direction) or 1)
     if report.t_star_bars == 0:
         return CheckResult("monte_carlo", False, MC_NO_EDGE,
@@ -479,25 +528,30 @@ def monte_carlo(signal: MarketSignal, returns: np.ndarray, profile: RiskProfile,
 
 
 def run_core(port: TickPort, *, profile: RiskProfile, market: Market, bar_ts: int,
-             feed: GuardFeedState | None = None, derived: Derived | None = None, mc_seed: int = 0) -> TickOutcome:
+             feed: GuardFeedState | None = None, derived: Derived | None = None, mc_seed: int = 0,
+             bar_seconds: int = BAR) -> TickOutcome:
     """Run one tick through ``port`` (see the module docstring for the order). ``feed`` is the
     guard feeds' state after the previous tick (the new one is in ``TickOutcome.feed``);
     ``derived`` the precomputed ATR / returns arrays (computed from the window when None);
-    ``mc_seed`` seeds the Monte Carlo streams (with the bar and the market)."""
+    ``mc_seed`` seeds the Monte Carlo streams (with the bar and the market); ``bar_seconds``
+    the length of the bar being ticked (1 minute live; the tuner's backtests tick longer bars)."""
     out = TickOutcome()
-    now_ts = bar_ts + BAR
+    now_ts = bar_ts + bar_seconds
     feed = feed or GuardFeedState()
 
     # 1. Resting orders from earlier ticks meet the new bar; stale ones are cancelled [EXE-1].
     for order in port.resting_orders():
         out.fills += port.advance(order)
-        if port.order_open(order) and order_timed_out(port.order_bar_ts(order), now_ts, profile):
+        if port.order_open(order) and order_timed_out(port.order_bar_ts(order), now_ts, profile, bar_seconds):
             port.cancel(order, TIMEOUT_REASON)
 
     # 2. Scan the market.
     held = port.held()
-    scan = port.scan({s: p.direction for s, p in held.items()})
+    held_dirs = {s: p.direction for s, p in held.items()}
+    scan = port.scan(held_dirs)
     out.scan = scan
+    second = port.second_opinion(scan, held_dirs)
+    feed = feed.with_disagreement(scan_conflicts(scan, second, held) if second is not None else None)
 
     # 3. Runtime guard [RK-4].
     equity = port.equity()
@@ -605,7 +659,8 @@ def _mc_rank(candidates: list[MarketSignal], profile: RiskProfile, market: Marke
     for sig in candidates:
         i = market.candles.index(sig.symbol)
         mc[sig.symbol] = monte_carlo(sig, derived.returns[i], profile, market.markets[sig.symbol],
-                                     float(derived.atr[i]), market.last_price(sig.symbol), seed=seed, bar_ts=bar_ts)
+                                     float(derived.atr[i]), market.last_price(sig.symbol), seed=seed, bar_ts=bar_ts,
+                                     bar_seconds=derived.bar_seconds)
     with_report = [s for s in candidates if mc[s.symbol][1] is not None]
     ranked = [with_report[k] for k in rank_candidates([mc[s.symbol][1] for s in with_report])]
     return ranked + [s for s in candidates if s not in ranked], mc
