@@ -5,8 +5,10 @@
 
 Data: the embedded simulator (seeded, ``--sim-seed``) at the given timeframe, or candle files
 (``--data``, one market per file, one timeframe). Runs exactly what a tuning run's worker runs
-(``strategies.engine.learning``: the evaluator's panel, TPE over the walk-forward windows, the
-hold-out gate with DSR and PBO), without the database. Prints JSON: wall time split into the
+(``strategies.engine.learning``: the evaluator's panel, TPE over the walk-forward windows with
+every trial scored by a full-tick backtest (``tick_evaluator.TickEvaluator``: guard, position
+manager, checklist, sizing, fill model), the hold-out gate with DSR and PBO), without the
+database. Prints JSON: wall time split into the
 panel (once per data set) and the trials, trials per minute, the gate's decisions, the PBO and
 the best trial. Target: under 5 minutes for the defaults on the development machine.
 """
@@ -24,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from execution.engine.sim import SimConfig, SimMarket  # noqa: E402
-from strategies.engine.learning.evaluator import PanelEvaluator, build_panel  # noqa: E402
+from strategies.engine.learning.evaluator import build_panel  # noqa: E402
+from strategies.engine.learning.tick_evaluator import TickEvaluator  # noqa: E402
 from strategies.engine.learning.tuning import TuningConfig, tune  # noqa: E402
 
 TIMEFRAMES = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14400}
@@ -58,7 +61,7 @@ def main() -> None:
     t0 = time.perf_counter()
     panel = build_panel(candles, markets)
     panel_seconds = time.perf_counter() - t0
-    evaluator = PanelEvaluator(panel)
+    evaluator = TickEvaluator(panel, candles, markets)
     result = tune(evaluator, evaluator.span(), candles.n_markets, TuningConfig(n_trials=args.trials, seed=args.seed))
     total = time.perf_counter() - started
     summary = result.summary()
@@ -84,6 +87,8 @@ def main() -> None:
         "best_trial": {"number": best.number, "objective": round(best.objective, 4),
                        "decision": best.gate.decision.value, "rule": best.gate.rule,
                        "oos_trades": best.holdout.n_trades} if best else None,
+        "oos_trades_max": max((t.holdout.n_trades for t in result.trials), default=0),
+        "evaluator": "strategies.engine.learning.tick_evaluator.TickEvaluator (full tick per trial)",
         "folds": len(result.plan.folds),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),

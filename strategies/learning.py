@@ -335,7 +335,9 @@ def bandit_table() -> list[dict]:
 
 class _Audience:
     """Which model AI MODE traders of each mode ran at any moment, from the transition history
-    (``ModelTransition.paper_model`` / ``live_model`` after each move; None = STANDARD)."""
+    (``ModelTransition.paper_model`` / ``live_model`` after each move; None = STANDARD). Trades
+    carry the model recorded at entry (``Trade.model_version``); this is the fallback for rows
+    without one, and tells which model runs now."""
 
     def __init__(self) -> None:
         from strategies.models import ModelTransition
@@ -402,14 +404,21 @@ def drift_inputs(model: ModelVersion, now_ts: float, config=None, previous_strea
     audience = _Audience()
     trades = (Trade.objects.filter(trader__profile__key="AI_MODE", exit_ts__gt=min(ref_start, window_start),
                                    exit_ts__lte=now_ts)
-              .order_by("exit_ts", "id").values_list("mode", "entry_ts", "exit_ts", "pnl", "qty", "entry_price"))
+              .order_by("exit_ts", "id").values_list("mode", "entry_ts", "exit_ts", "pnl", "qty", "entry_price",
+                                                     "model_version_id"))
     recent, reference, mine = [], [], []
-    for mode, entry_ts, exit_ts, pnl, qty, entry in trades:
+    for mode, entry_ts, exit_ts, pnl, qty, entry, recorded in trades:
         r = _trade_r_net(pnl, qty, entry)
         if r is None:
             continue
-        owner = audience.model_at(entry_ts, mode)
-        if owner == model.pk and entry_ts >= deployed:
+        # The model recorded at entry decides; the transition history only for rows without one
+        # (older rows, and entries made while no model was deployed). A recorded entry may be
+        # stamped a little before ``deployed`` (opened_ts is the bar close, the scan ran after the
+        # deploy); an earlier deployment of the same model ended in a rollback at least the
+        # redeploy cooldown before this one, so that much slack cannot pull its trades in.
+        owner = recorded if recorded is not None else audience.model_at(entry_ts, mode)
+        since = deployed - lc.REDEPLOY_COOLDOWN_SECONDS if recorded is not None else deployed
+        if owner == model.pk and entry_ts >= since:
             mine.append(r)
             if exit_ts > window_start:
                 recent.append(r)
@@ -578,7 +587,8 @@ def run_tuning(run_id: int) -> dict:
     with progress stored after each, gate them, keep the PASS trials as ModelCandidates and turn
     the best ``versions`` of them into VALIDATED model versions. Idempotent: a run that is no
     longer QUEUED is left alone."""
-    from strategies.engine.learning.evaluator import PanelEvaluator, build_panel
+    from strategies.engine.learning.evaluator import build_panel
+    from strategies.engine.learning.tick_evaluator import TickEvaluator
     from strategies.engine.learning.tuning import TuningConfig, best_passing, describe, tune
     from strategies.models import ModelCandidate, TuningRun
     from traders.models import EventLevel
@@ -596,7 +606,7 @@ def run_tuning(run_id: int) -> dict:
         candles, markets, described = _tuning_data(opts)
         panel = build_panel(candles, markets)
         panel_seconds = time.perf_counter() - started
-        evaluator = PanelEvaluator(panel)
+        evaluator = TickEvaluator(panel, candles, markets)     # every trial scored by the full tick
         config = TuningConfig(n_trials=run.n_trials, seed=run.seed, holdout_fraction=float(opts["holdout_fraction"]),
                               train_days=float(opts["train_days"]), test_days=float(opts["test_days"]))
         best: dict = {}
@@ -625,7 +635,7 @@ def run_tuning(run_id: int) -> dict:
                 ModelCandidate.objects.filter(pk=candidates[record.number].pk).update(model_version=model)
                 versions.append(model.pk)
             summary = {**result.summary(), "panel_seconds": round(panel_seconds, 2), "data": described,
-                       "evaluator": "strategies.engine.learning.evaluator.PanelEvaluator", "trials": describe(result.trials),
+                       "evaluator": "strategies.engine.learning.tick_evaluator.TickEvaluator", "trials": describe(result.trials),
                        "versions": versions}
             counts = summary["decisions"]
             TuningRun.objects.filter(pk=run_id).update(

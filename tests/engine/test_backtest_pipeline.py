@@ -267,7 +267,7 @@ def test_config_and_range_are_checked():
     with pytest.raises(ValueError, match="mode"):
         BacktestConfig(profile=STANDARD, mode="fast")
     with pytest.raises(ValueError, match="window_bars"):
-        BacktestConfig(profile=STANDARD, window_bars=100)
+        run_backtest(data, BacktestConfig(profile=STANDARD, window_bars=100))
     with pytest.raises(ValueError, match="nothing to tick"):
         run_backtest(data, BacktestConfig(profile=STANDARD, start_index=1099, end_index=1099))
     with pytest.raises(ValueError, match="history"):

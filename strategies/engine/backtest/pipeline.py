@@ -50,6 +50,7 @@ from execution.engine.policy import (
 from execution.engine.precision import to_decimal
 from execution.engine.sim import PriceGrid, build_ladder_book
 from execution.engine.types import (
+    TIMEFRAME_SECONDS,
     Candles,
     Fill,
     MarketInfo,
@@ -65,10 +66,9 @@ from risk.engine.guard import GuardState, period_starts
 from risk.engine.positions import PositionState
 from risk.engine.profiles import RiskProfile
 from strategies.engine.aggregator import aggregate
-from strategies.engine.pipeline import ScanParams, ScanResult, scan
+from strategies.engine.pipeline import ScanParams, ScanResult, reaggregate, scan
 from strategies.engine.types import Action, Direction, MarketSignal
 from traders.engine.tick import (
-    BAR,
     Derived,
     EntryDecision,
     ExitRecord,
@@ -78,13 +78,13 @@ from traders.engine.tick import (
     HeldPosition,
     MarketFrame,
     OrderOutcome,
+    SecondOpinion,
     TickOutcome,
     run_core,
     scan_params,
 )
 
 ZERO = Decimal("0")
-DAY_BARS = 1440
 #: What the fill model offers the execution policy (``execution.paper.FILL_MODEL_CAPABILITIES``).
 FILL_MODEL_CAPABILITIES = VenueCapabilities(post_only=True, ioc=True, fok=True, market_buy_by_qty=True,
                                             market_buy_by_quote=True, stop_orders=False, client_id_max_len=64)
@@ -114,12 +114,15 @@ class BacktestConfig:
     workers: int = 1                                         # processes precomputing blocks (vector mode)
     execution_policy: bool = True                            # the profile's [EXE-1] policy, as PaperBroker
     equity_points: int = 2000
+    #: a second signal source compared with the trader's own for the guard's model disagreement
+    #: [RK-4] (an AI MODE model backtested beside the deterministic profile it may disagree with)
+    second_params: ScanParams | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("vector", "bar"):
             raise ValueError(f"mode must be 'vector' or 'bar', got {self.mode!r}")
-        if self.window_bars < 300:
-            raise ValueError("window_bars must be at least 300 (the scan's minimum)")
+        if self.window_bars < 2:
+            raise ValueError("window_bars must be at least 2")
         if not (self.cash > 0):
             raise ValueError("cash must be positive")
         if not (self.spread_bps > 0 and self.depth_fraction > 0 and self.book_depth >= 1):
@@ -130,13 +133,20 @@ class BacktestConfig:
 
 
 class MarketData:
-    """Every market's 1-minute candles over the whole period (``[markets x bars]``, NaN where a
-    market has no bar) with their rules, and the synthetic books / tickers derived from them."""
+    """Every market's candles over the whole period (``[markets x bars]``, NaN where a market has
+    no bar) with their rules, and the synthetic books / tickers derived from them.
+
+    1-minute candles are what ``run_backtest`` ticks (the live scan needs them). Longer bars
+    serve the tuner (``strategies.engine.learning.tick_evaluator``, which brings its own scan):
+    the books then hold ``depth_fraction`` of the median traded value *per minute* (a bar's
+    value over its minutes), so a longer bar does not make the book deeper."""
 
     def __init__(self, candles: Candles, markets: Mapping[str, MarketInfo], *, spread_bps: float = 5.0,
                  depth_fraction: float = 0.25, book_depth: int = 15) -> None:
-        if candles.timeframe != "1m":
-            raise ValueError("the pipeline backtest runs on 1-minute candles")
+        if candles.timeframe not in TIMEFRAME_SECONDS:
+            raise ValueError(f"unknown timeframe {candles.timeframe!r}")
+        self.bar_seconds = TIMEFRAME_SECONDS[candles.timeframe]
+        self.day_bars = max(1, 86_400 // self.bar_seconds)
         missing = [s for s in candles.symbols if s not in markets]
         if missing:
             raise ValueError(f"no market rules for {', '.join(missing)}")
@@ -155,12 +165,12 @@ class MarketData:
         idx = np.where(finite, np.arange(n)[None, :], -1)
         np.maximum.accumulate(idx, axis=1, out=idx)
         self._last_idx = idx
-        value = c * candles.volume
+        value = c * candles.volume / (self.bar_seconds / 60)          # per minute
         self._value = np.where(np.isfinite(value) & (value > 0), value, np.nan)
         v0 = np.nan_to_num(c * candles.volume)
         csum = np.zeros((n_mk, n + 1))
         np.cumsum(v0, axis=1, out=csum[:, 1:])
-        lo = np.maximum(np.arange(1, n + 1) - DAY_BARS, 0)
+        lo = np.maximum(np.arange(1, n + 1) - self.day_bars, 0)
         self.value_24h = csum[:, 1:] - csum[:, lo]
         self._touch = self._touch_prices()
         self._tickers_at: tuple[int, dict[str, Ticker]] | None = None
@@ -174,8 +184,9 @@ class MarketData:
         return float(self.candles.close[i, j]) if j >= 0 else float("nan")
 
     def level_value(self, i: int, t: int, mid: float) -> float:
-        """Quote value per book level: ``depth_fraction`` of the median traded value per bar over
-        the last 60 bars (as the replay venue), at least ``mid * 1e-6``."""
+        """Quote value per book level: ``depth_fraction`` of the median traded value per minute
+        over the last 60 bars (per bar on 1-minute data, as the replay venue), at least
+        ``mid * 1e-6``."""
         v = self._value[i, max(0, t - 59): t + 1]
         v = v[np.isfinite(v)]
         base = float(np.median(v)) if len(v) else 0.0
@@ -186,7 +197,7 @@ class MarketData:
         if not (math.isfinite(mid) and mid > 0):
             return None
         levels = self.level_value(i, t, mid) * (1.0 + 0.15 * np.arange(self.book_depth))
-        ts = int(self.candles.ts[t]) + BAR
+        ts = int(self.candles.ts[t]) + self.bar_seconds
         return build_ladder_book(self.symbols[i], ts, mid, self.spread_frac, levels, self.grids[i])
 
     def _touch_prices(self) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +208,7 @@ class MarketData:
         ask = np.full((n_mk, n), np.nan)
         mids = np.take_along_axis(c.close, np.maximum(self._last_idx, 0), axis=1)
         mids = np.where(self._last_idx >= 0, mids, np.nan)
-        ts_close = c.ts + BAR
+        ts_close = c.ts + self.bar_seconds
         for i, grid in enumerate(self.grids):
             ok = np.isfinite(mids[i]) & (mids[i] > 0)
             if not ok.any():
@@ -226,11 +237,11 @@ class MarketData:
 
     def _tickers(self, t: int) -> dict[str, Ticker]:
         bid, ask = self._touch
-        ts = int(self.candles.ts[t]) + BAR
+        ts = int(self.candles.ts[t]) + self.bar_seconds
         close = self.candles.close
         rows = np.arange(len(self.symbols))
         j = self._last_idx[:, t]
-        j_day = self._last_idx[:, max(0, t - DAY_BARS + 1)]
+        j_day = self._last_idx[:, max(0, t - self.day_bars + 1)]
         j0 = np.where(j_day >= 0, j_day, j)
         last = close[rows, np.maximum(j, 0)]
         first = close[rows, np.maximum(j0, 0)]
@@ -374,6 +385,8 @@ class BacktestPort:
         self.snap_equity: list[Decimal] = []
         self.scanner = scanner
         self.ema: dict[str, float] | None = None
+        self.ema_second: dict[str, float] | None = None
+        self.ema_before: dict[str, float] | None = None
         self.t = 0
         self.frame: MarketFrame | None = None
         self.order_seq = 0
@@ -398,7 +411,7 @@ class BacktestPort:
         i = data.candles.index(order.symbol)
         state = order.state
         before = len(state.fills)
-        bar = Bar.from_candles(data.candles, i, t, BAR)
+        bar = Bar.from_candles(data.candles, i, t, data.bar_seconds)
         book = self.frame.books.get(order.symbol) if state.status is OrderStatus.NEW else None
         self.model.on_bar(state, bar, book, data.markets[order.symbol])
         n = self._book(order, state.fills[before:])
@@ -414,12 +427,12 @@ class BacktestPort:
         book = self.frame.books.get(order.symbol)
         if book is None:
             return 0
-        now_ts = self.frame.bar_ts + BAR
+        now_ts = self.frame.bar_ts + self.data.bar_seconds
         working = WorkingOrder(state.client_order_id, order.symbol, state.side, state.qty, state.filled_qty,
                                state.price, now_ts - order.bar_ts, order.successors,
                                order.decision_price or state.price or ZERO, state.tif, order.fallback)
         decision = on_timeout(working, book, self.data.markets[order.symbol], self.policy, FILL_MODEL_CAPABILITIES,
-                              self.frame.data_ts, min_age_seconds=BAR)
+                              self.frame.data_ts, min_age_seconds=self.data.bar_seconds)
         if decision.step not in (Step.REPLACE, Step.FALLBACK):
             return 0
         self.model.cancel(state, now_ts)
@@ -435,7 +448,7 @@ class BacktestPort:
         return order.bar_ts
 
     def cancel(self, order: SimOrder, reason: str) -> None:
-        self.model.cancel(order.state, self.frame.bar_ts + BAR)
+        self.model.cancel(order.state, self.frame.bar_ts + self.data.bar_seconds)
         order.state.error = reason
         self._close_if_unfilled(order)
 
@@ -461,6 +474,7 @@ class BacktestPort:
 
     # -- scan
     def scan(self, held: dict[str, Direction]) -> ScanResult:
+        self.ema_before = self.ema
         result = self.scanner.scan(self.t, self.frame, held, self.ema)
         self.ema = result.ema_state
         return result
@@ -490,6 +504,15 @@ class BacktestPort:
 
     def api_stats(self) -> tuple[int, int] | None:
         return None
+
+    def second_opinion(self, scan: ScanResult, held: dict[str, Direction]) -> SecondOpinion | None:
+        second = self.config.second_params
+        if second is None:
+            return None
+        ema = self.ema_second if self.ema_second is not None else self.ema_before   # starts from the own EMA
+        agg = reaggregate(scan, second, ema_state=ema, held=held, markets=self.data.markets)
+        self.ema_second = agg.ema_state
+        return SecondOpinion(agg, self.scanner.params.aggregator, second.aggregator)
 
     # -- exits
     def set_position_state(self, symbol: str, state: PositionState) -> None:
@@ -531,7 +554,7 @@ class BacktestPort:
     def submit_entry(self, decision: EntryDecision, request: OrderRequest, result: ScanResult) -> OrderOutcome:
         sig, sizing = decision.signal, decision.sizing
         top = max(sig.module_scores.items(), key=lambda kv: kv[1])[0] if sig.module_scores else ""
-        now_ts = self.frame.bar_ts + BAR
+        now_ts = self.frame.bar_ts + self.data.bar_seconds
         state = PositionState.open(sig.symbol, Direction.LONG, float(sizing.entry_price), float(sizing.qty),
                                    float(sizing.stop_price), now_ts)
         self.positions[sig.symbol] = SimPosition(sig.symbol, 1, Book(), state.to_dict(), now_ts, top,
@@ -749,31 +772,38 @@ def make_frame(data: MarketData, t: int, config: BacktestConfig) -> MarketFrame:
     c = data.candles
     a = max(0, t - config.window_bars + 1)
     s = slice(a, t + 1)
-    window = Candles(c.symbols, "1m", c.ts[s], c.open[:, s], c.high[:, s], c.low[:, s], c.close[:, s], c.volume[:, s])
+    window = Candles(c.symbols, c.timeframe, c.ts[s], c.open[:, s], c.high[:, s], c.low[:, s], c.close[:, s],
+                     c.volume[:, s])
     la = max(0, t - config.leader_bars + 1)
     ls = slice(la, t + 1)
-    leader = Candles(c.symbols[:1], "1m", c.ts[ls], c.open[:1, ls], c.high[:1, ls], c.low[:1, ls], c.close[:1, ls],
+    leader = Candles(c.symbols[:1], c.timeframe, c.ts[ls], c.open[:1, ls], c.high[:1, ls], c.low[:1, ls], c.close[:1, ls],
                      c.volume[:1, ls])
     bar_ts = int(c.ts[t])
     return MarketFrame("backtest", bar_ts, window, leader, LazyBooks(data, t), data.tickers(t), data.markets,
-                       bar_ts + BAR)
+                       bar_ts + data.bar_seconds)
 
 
 def run_backtest(data: MarketData, config: BacktestConfig,
-                 progress: Callable[[float], None] | None = None) -> BacktestResult:
-    """Tick every bar from ``start_index`` to ``end_index`` through the live tick core."""
+                 progress: Callable[[float], None] | None = None, *, scanner: Scanner | None = None) -> BacktestResult:
+    """Tick every bar from ``start_index`` to ``end_index`` through the live tick core. The scan
+    is the live one on 1-minute data (``config.mode``) unless ``scanner`` brings its own (the
+    tuner's scan from precomputed module outputs, on bars of any length)."""
     started = time.perf_counter()
     n = data.n_bars
     start = config.window_bars - 1 if config.start_index is None else config.start_index
     end = n if config.end_index is None else min(config.end_index, n)
-    if start < ScanParams().min_bars - 1:
+    if scanner is None and data.bar_seconds != 60:
+        raise ValueError("the live scan runs on 1-minute candles; other bars need a scanner of their own")
+    if scanner is None and config.window_bars < 300:
+        raise ValueError("window_bars must be at least 300 (the scan's minimum)")
+    if scanner is None and start < ScanParams().min_bars - 1:
         raise ValueError(f"the first tick needs {ScanParams().min_bars} bars of history (start_index >= "
                          f"{ScanParams().min_bars - 1})")
     if end <= start:
         raise ValueError(f"nothing to tick: {n} bars, first tick at bar {start} (needs {config.window_bars} bars "
                          f"of history)")
-    scanner: Scanner = (VectorScanner(data, config, start, end) if config.mode == "vector"
-                        else BarScanner(data, config))
+    if scanner is None:
+        scanner = (VectorScanner(data, config, start, end) if config.mode == "vector" else BarScanner(data, config))
     port = BacktestPort(data, config, scanner)
     m = end - start
     equity = np.empty(m)
@@ -792,7 +822,7 @@ def run_backtest(data: MarketData, config: BacktestConfig,
         if p.book.qty <= 0:
             continue
         price = data.mid(data.candles.index(s), last_t)
-        trades.append(port.record_trade(p, int(data.candles.ts[last_t]) + BAR, to_decimal(price), True))
+        trades.append(port.record_trade(p, int(data.candles.ts[last_t]) + data.bar_seconds, to_decimal(price), True))
     trades.sort(key=lambda tr: (tr.entry_ts, tr.symbol))
     exit_reasons: dict[str, int] = {}
     for tr in trades:
@@ -820,7 +850,7 @@ def _loop(data: MarketData, config: BacktestConfig, port: BacktestPort, scanner:
         frame = make_frame(data, t, config)
         port.at(t, frame)
         out: TickOutcome = run_core(port, profile=profile, market=frame, bar_ts=frame.bar_ts, feed=feed,
-                                    derived=scanner.derived(t), mc_seed=config.seed)
+                                    derived=scanner.derived(t), mc_seed=config.seed, bar_seconds=data.bar_seconds)
         feed = GuardFeedState.from_dict(out.feed)
         port.entries += out.entries
         port.exits += out.exits

@@ -29,9 +29,9 @@ Bars of any timeframe work (1-minute candles run the regime engine exactly as li
 use the same engine with its minute windows converted to whole bars, e.g. the 15-minute leader
 bars and the 1-hour return window become 1 bar on 1-hour data; see ``bar_feature_config``).
 What this is not: the full tick (pre-trade checklist, sizing by risk, partial fills, the guard,
-scale-outs). ``strategies.engine.backtest.pipeline`` runs that on 1-minute data; it is too slow
-to score 60 trials over months, so candidates that pass the gate go through paper trading
-(PAPER_DEPLOYED, 24 h minimum) on the full tick before they can be armed.
+scale-outs). Tuning runs score trials with ``tick_evaluator.TickEvaluator``, which runs the full
+tick on this same panel; ``PanelEvaluator`` stays as the quick approximation (a fixed
+``1 / max_positions_cap`` of equity per position, one exit rule set) for comparisons and tests.
 
 Interface: ``PanelEvaluator.evaluate(params, window) -> WindowResult`` with ``window`` a
 ``Window(start, end)`` in epoch seconds (entries at bars in ``[start, end)``). One simulation
@@ -60,7 +60,7 @@ from strategies.engine.learning.params import apply_scan_params, split
 from strategies.engine.modules import default_modules
 from strategies.engine.modules.base import ScanContext, ScoreModule
 from strategies.engine.pipeline import ScanParams
-from strategies.engine.screener import ScreenerParams, screen
+from strategies.engine.screener import ScreenerParams, ScreenResult, screen
 from strategies.engine.types import Action, ModuleOutput
 
 DAY = 86_400
@@ -170,6 +170,7 @@ class Panel:
     rank: np.ndarray                                 # [bars x markets]: rank by traded value
     flags: tuple[tuple[tuple[str, ...], ...] | None, ...]
     bar_seconds: int
+    screens: tuple[ScreenResult | None, ...] = ()     # [bars]: the screen with every market ranked
 
     @property
     def n_bars(self) -> int:
@@ -208,6 +209,7 @@ def build_panel(candles: Candles, markets: Mapping[str, MarketInfo] | None = Non
     first = cfg.window_bars - 1
     outputs: list[tuple[ModuleOutput, ...] | None] = [None] * n
     flags: list[tuple[tuple[str, ...], ...] | None] = [None] * n
+    screens: list[ScreenResult | None] = [None] * n
     base_candidate = np.zeros((n, n_mk), bool)
     rank = np.zeros((n, n_mk), np.int64)
     every = ScreenerParams(top_n=n_mk)
@@ -228,8 +230,10 @@ def build_panel(candles: Candles, markets: Mapping[str, MarketInfo] | None = Non
         base_candidate[t] = scr.candidate
         rank[t] = scr.rank
         flags[t] = scr.flags
+        screens[t] = scr
     return Panel(candles.symbols, candles.ts.astype(np.int64), bars.open, bars.high, bars.low, bars.close, atr, fee,
-                 can_short, first, regimes, tuple(outputs), base_candidate, rank, tuple(flags), bar_seconds)
+                 can_short, first, regimes, tuple(outputs), base_candidate, rank, tuple(flags), bar_seconds,
+                 tuple(screens))
 
 
 @dataclass(frozen=True)
@@ -356,12 +360,15 @@ class PanelEvaluator:
         key = json.dumps(params, sort_keys=True)
         sim = self._cache.get(key)
         if sim is None:
-            sim = simulate(self.panel, params, self.config)
+            sim = self._simulate(params)
             self.simulations += 1
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = sim
         return sim
+
+    def _simulate(self, params: Mapping[str, Any]) -> Simulation:
+        return simulate(self.panel, params, self.config)
 
     def evaluate(self, params: Mapping[str, Any], window: Window) -> WindowResult:
         sim = self.simulation(params)
