@@ -716,7 +716,7 @@ def cancel_live_orders(trader, reason: str, *, exchange: Exchange | None = None,
     if keep_stops:
         orders = orders.exclude(purpose="stop")
     count = 0
-    venue = exchange
+    venue = callstats.counting(exchange) if exchange is not None else None
     for order in orders.order_by("id"):
         if order.status == Order.Status.NEW and order.submitted_at is None:
             _finish(order, Order.Status.CANCELLED, f"{reason}: never sent")
@@ -724,7 +724,7 @@ def cancel_live_orders(trader, reason: str, *, exchange: Exchange | None = None,
             count += 1
             continue
         try:
-            venue = venue or exchange_for(trader)
+            venue = venue or callstats.counting(exchange_for(trader))
             state = cancel_on_venue(venue, order)
         except (LiveRefused, ExchangeError) as exc:
             order.execution = {**(order.execution or {}), "cancel": reason[:120]}
@@ -735,6 +735,9 @@ def cancel_live_orders(trader, reason: str, *, exchange: Exchange | None = None,
         settle(trader, order, state, now_ts=int(time.time()))
         count += int(order.status not in OPEN_STATUSES)
     _save_money(trader)
+    if venue is not None:              # these cancels join the API error window too [RK-4]
+        trader_id = trader.pk
+        transaction.on_commit(lambda: callstats.store(trader_id, venue), robust=True)
     return count
 
 

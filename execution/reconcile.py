@@ -44,6 +44,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from execution import callstats
 from execution import live as live_routing
 from execution.adapters.base import Exchange, ExchangeError, OrderNotFoundError, supports_stop_orders
 from execution.engine.policy import successor_client_order_id
@@ -354,10 +355,17 @@ def reconcile_all(*, now: float | None = None, policy: ReconcilePolicy = Reconci
            .distinct())
     for trader in Trader.objects.filter(pk__in=list(ids)).order_by("pk"):
         try:
-            exchange = live_routing.exchange_for(trader)
+            exchange = callstats.counting(live_routing.exchange_for(trader))
         except LiveRefused as exc:
             logger.warning("reconcile %s: %s", trader.name, exc)
             reports.append(ReconcileReport(trader.pk, errors=[f"venue: {exc.code}: {exc}"]))
             continue
         reports.append(reconcile_trader(trader, exchange, now=now, policy=policy))
+        _store_calls(trader.pk, exchange)
     return reports
+
+
+def _store_calls(trader_id: int, exchange) -> None:
+    """Reconciliation's venue calls join the trader's API error window [RK-4], after whatever
+    transaction is open (the worker's start runs in autocommit: stored at once)."""
+    transaction.on_commit(lambda: callstats.store(trader_id, exchange), robust=True)

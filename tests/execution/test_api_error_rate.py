@@ -394,3 +394,41 @@ def test_the_window_stores_numbers_only(desk):
     callstats.store(trader.pk, broker.exchange)
     state = safety_of(trader).state
     assert "SECRET" not in repr(state) and callwindow.totals(state[STATE_KEY], time.time()) == (1, 1)
+
+
+def sent_order(trader, n: int) -> Order:
+    """A LIVE order that was sent (its lease long gone) and that the venue does not know."""
+    from execution.engine.types import OrderRequest, OrderType, Side, TimeInForce
+    from execution.paper import order_from_request
+
+    request = OrderRequest(client_order_id=f"qw{trader.pk}-s9{n}-0", symbol="KRW-BTC", side=Side.BUY,
+                           type=OrderType.LIMIT, qty=Decimal("0.001"), price=Decimal("1000"), tif=TimeInForce.GTC)
+    order = order_from_request(trader, request, purpose="entry", bar_ts=int(T0))
+    Order.objects.filter(pk=order.pk).update(submitted_at=timezone.now() - timedelta(hours=1))
+    return Order.objects.get(pk=order.pk)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_reconciliation_and_stop_cancels_join_the_window(desk, venues):
+    """Venue calls made outside a tick's broker (reconciliation at the worker's start, the
+    cancels of a STOP) are counted and stored too."""
+    from execution.live import cancel_live_orders
+    from execution.reconcile import reconcile_all
+
+    healthy, failing = desk["healthy"], desk["failing"]
+    for trader in (healthy, failing):
+        sent_order(trader, 1)
+    reconcile_all()
+    calls, errors = callwindow.totals(safety_of(healthy).state.get(STATE_KEY), time.time())
+    assert calls >= 1 and errors == 0                      # "not found" is an answer, not an error
+    calls, errors = callwindow.totals(safety_of(failing).state.get(STATE_KEY), time.time())
+    assert calls >= 1 and errors >= 1                      # the failing venue timed out
+
+    before = callwindow.totals(safety_of(healthy).state.get(STATE_KEY), time.time())[0]
+    order = sent_order(healthy, 2)
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.OPEN)
+    with transaction.atomic():
+        trader = Trader.objects.select_for_update().get(pk=healthy.pk)
+        cancel_live_orders(trader, "stopped")
+    after = callwindow.totals(safety_of(healthy).state.get(STATE_KEY), time.time())[0]
+    assert after > before

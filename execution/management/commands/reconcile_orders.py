@@ -17,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--trader", type=int, help="only this trader id (default: every LIVE trader with open orders)")
 
     def handle(self, *args, **options):
+        from execution.callstats import counting, store
         from execution.live import LiveRefused, exchange_for
         from execution.reconcile import reconcile_all, reconcile_trader
         from traders.models import Trader
@@ -26,7 +27,9 @@ class Command(BaseCommand):
             if trader is None:
                 raise CommandError(f"no trader {options['trader']}")
             try:
-                reports = [reconcile_trader(trader, exchange_for(trader))]
+                exchange = counting(exchange_for(trader))
+                reports = [reconcile_trader(trader, exchange)]
+                store(trader.pk, exchange)             # the calls join the API error window [RK-4]
             except LiveRefused as exc:
                 raise CommandError(f"{trader.name}: {exc}") from None
         else:

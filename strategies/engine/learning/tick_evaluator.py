@@ -18,7 +18,9 @@ returns for the correlation check come from the panel's bars.
 
 Bars of any length work; the tuner runs on 1-hour bars (``bench/tune.py``). The books are the
 backtester's ladders with the depth of a minute's traded value (``MarketData``), orders that
-rest longer than a bar are cancelled at the next tick (``max(order_timeout_seconds, bar)``).
+rest longer than a bar are cancelled at the next tick (``max(order_timeout_seconds, bar)``), and
+the profile ticks once per bar (``cadence_seconds`` = the bar), so the guard's volatility
+baseline spans a day of bars.
 
 ``TickEvaluator`` has ``PanelEvaluator``'s interface (``evaluate(params, window)``, ``span()``):
 one memoised run per parameter set covers every walk-forward window; a trade belongs to the
@@ -140,6 +142,8 @@ class TickEvaluator(PanelEvaluator):
         """The full-tick backtest of one parameter set over the panel."""
         cfg = self.tick_config
         profile, scan_keys = trial_profile(params)
+        # one tick per bar: the guard's per-tick clocks (volatility baseline, outage hold) count bars
+        profile = replace(profile, cadence_seconds=self.panel.bar_seconds)
         settings = scan_settings(profile, scan_keys)
         baseline = trial_profile({})
         second = scan_settings(*baseline) if cfg.second_opinion else None
