@@ -174,6 +174,8 @@ class TraderMetrics:
     largest_unrealised: float = 0.0
     largest_unrealised_symbol: str = ""
     avg_corr: float | None = None
+    api_calls: int | None = None   # venue calls in the API error window (LIVE only; execution.callstats)
+    api_errors: int | None = None
     orders: OrderStats = field(default_factory=OrderStats)
     strategies: dict[str, StrategyStats] = field(default_factory=dict)
 
@@ -189,6 +191,10 @@ class TraderMetrics:
     def remaining_risk_budget_pct(self) -> float | None:
         risk = self.portfolio_risk_pct
         return max(self.max_portfolio_risk * 100 - risk, 0.0) if risk is not None else 0.0
+
+    @property
+    def api_error_rate(self) -> float | None:
+        return self.api_errors / self.api_calls if self.api_calls else None
 
     @property
     def daily_pnl_pct(self) -> float | None:
@@ -238,6 +244,8 @@ class TraderMetrics:
             "failed_order_rate": _r(self.orders.failed_rate),
             "fill_latency_seconds": _r(self.orders.fill_latency),
             "api_latency_seconds": None,
+            "api_calls_window": self.api_calls, "api_errors_window": self.api_errors,
+            "api_error_rate": _r(self.api_error_rate),
             "trades": overall.trades, "win_rate": _r(overall.win_rate), "profit_factor": _r(overall.profit_factor),
             "avg_holding_seconds": _r(overall.avg_holding_seconds),
             "win_rate_by_strategy": {k or "none": _r(v.win_rate) for k, v in sorted(self.strategies.items())},
@@ -361,7 +369,21 @@ def collect(now: float | None = None) -> MetricsReport:
     _depth_and_latency(result, ids, since, liquidity_ratio)
     _trade_stats(result, ids)
     _correlations(result, held, regimes)
+    _api_window(result, ids, now)
     return MetricsReport(now, [result[i] for i in ids])
+
+
+def _api_window(result: dict[int, TraderMetrics], ids: list[int], now: float) -> None:
+    """Venue calls and errors in each LIVE trader's API error window (``execution.callstats``,
+    the guard's API_ERROR_RATE input; one query). None for traders that never called a venue."""
+    from execution.callstats import STATE_KEY
+    from execution.engine.callwindow import totals
+    from risk.models import TraderSafetyState
+
+    for trader_id, state in TraderSafetyState.objects.filter(trader_id__in=ids).values_list("trader_id", "state"):
+        rows = (state or {}).get(STATE_KEY)
+        if rows is not None:
+            result[trader_id].api_calls, result[trader_id].api_errors = totals(rows, now)
 
 
 def _order_stats(result: dict[int, TraderMetrics], ids: list[int], since: datetime) -> None:
@@ -561,6 +583,10 @@ def prometheus_text(report: MetricsReport | None = None, alerts: dict | None = N
         ("quantweb_trader_fill_latency_seconds", "Mean order-created to first-fill time, 24 h.",
          lambda t: t.orders.fill_latency),
         ("quantweb_trader_api_latency_seconds", "Venue API latency; absent: " + API_LATENCY_NOTE, lambda t: None),
+        ("quantweb_trader_api_calls_window", "Venue calls in the API error window (15 min; LIVE traders).",
+         lambda t: t.api_calls),
+        ("quantweb_trader_api_errors_window", "Failed venue calls in the API error window (15 min; LIVE traders).",
+         lambda t: t.api_errors),
         ("quantweb_trader_trades", "Trades (exit fills) since the trader was created.", lambda t: t.overall.trades),
         ("quantweb_trader_profit_factor", "Gross profit / gross loss; absent without a losing trade.",
          lambda t: t.overall.profit_factor),

@@ -432,3 +432,19 @@ def test_reconciliation_and_stop_cancels_join_the_window(desk, venues):
         cancel_live_orders(trader, "stopped")
     after = callwindow.totals(safety_of(healthy).state.get(STATE_KEY), time.time())[0]
     assert after > before
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_window_is_on_the_metrics(desk):
+    from traders import metrics
+
+    record(desk["healthy"].pk, 8, 2, time.time())
+    report = metrics.collect()
+    rows = {t.name: t.as_dict() for t in report.traders}
+    assert (rows["healthy"]["api_calls_window"], rows["healthy"]["api_errors_window"]) == (8, 2)
+    assert rows["healthy"]["api_error_rate"] == pytest.approx(0.25)
+    assert rows["paper"]["api_calls_window"] is None                # never called a venue
+    text = metrics.prometheus_text(report)
+    line = next(x for x in text.splitlines() if x.startswith("quantweb_trader_api_errors_window{")
+                and 'trader="healthy"' in x)
+    assert line.endswith(" 2")
