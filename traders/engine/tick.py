@@ -396,7 +396,8 @@ class GuardFeedState:
 @dataclass(frozen=True)
 class SecondOpinion:
     """A second signal source's aggregation of the tick's scan (``strategies.engine.pipeline.
-    reaggregate``), with the settings of both sources (their entry / exit thresholds)."""
+    reaggregate``), with the aggregation settings of both sources (each judges "strong" at its
+    own entry threshold)."""
 
     aggregate: Aggregate
     own: AggregatorParams
