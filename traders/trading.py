@@ -23,7 +23,7 @@ from execution.engine.types import MarketDataError, OrderRequest
 from execution.live import LiveRefused, broker_for
 from execution.marketdata import MarketView, load_view
 from execution.models import Order, Position
-from execution.paper import book_fill, close_if_unfilled, order_from_request
+from execution.paper import book_fill, close_if_unfilled, order_from_request, reopen_for_exit
 from execution.reconcile import reconcile_trader
 from quantweb.db import quantize_money, to_decimal
 from risk.engine.guard import GuardState, Severity, period_starts
@@ -160,6 +160,7 @@ class PaperPort:
         self.scan_ms = 0.0
         self.overrides: dict = {}  # AI MODE scan overrides of this tick (model_version for new positions)
         self.ema_before: dict[str, float] = {}   # the score EMA before this tick's scan
+        self.opinion: SecondOpinion | None = None
 
     # -- orders resting from earlier ticks
     def resting_orders(self):
@@ -218,11 +219,19 @@ class PaperPort:
                       leader_history=view.leader_history)
         self.scan_ms = (time.perf_counter() - started) * 1000
         trader.scan_state = {**trader.scan_state, "ema": result.ema_state}
+        self.opinion = self._second_opinion(result, held)
+        agreement = None
+        if self.opinion is not None:     # shown with the scan ("why"): how far the two sources agree
+            conflicts, strong = scan_conflicts(result, self.opinion, held)
+            agreement = {"conflicts": conflicts, "strong": strong}
         self.scan_run, self.signal_rows = _store_scan(trader, view, self.bar_ts, result, self.scan_ms, ema_in, held,
-                                                      self.profile, overrides)
+                                                      self.profile, overrides, second_opinion=agreement)
         return result
 
     def second_opinion(self, result: ScanResult, held: dict[str, Direction]) -> SecondOpinion | None:
+        return self.opinion                # computed with the scan, so it is stored with it
+
+    def _second_opinion(self, result: ScanResult, held: dict[str, Direction]) -> SecondOpinion | None:
         """AI MODE with a model (or bandit weights) in use: the deterministic profile's
         aggregation of the same scan (STANDARD with the stored edits, no model, no bandit), with
         its own score EMA, for the guard's model disagreement [RK-4]. None for one source."""
@@ -237,13 +246,7 @@ class PaperPort:
         ema = trader.scan_state.get("ema_second") or self.ema_before
         agg = reaggregate(result, base, ema_state=ema, held=held, markets=self.view.markets)
         trader.scan_state = {**trader.scan_state, "ema_second": agg.ema_state}
-        opinion = SecondOpinion(agg, self.scan_params.aggregator, base.aggregator)
-        conflicts, strong = scan_conflicts(result, opinion, held)
-        if self.scan_run is not None:     # shown with the scan ("why"): how far the two sources agree
-            self.scan_run.inputs = {**self.scan_run.inputs,
-                                    "second_opinion": {"conflicts": conflicts, "strong": strong}}
-            self.scan_run.save(update_fields=["inputs"])
-        return opinion
+        return SecondOpinion(agg, self.scan_params.aggregator, base.aggregator)
 
     # -- guard
     def guard_context(self, now_ts: int) -> GuardContext:
@@ -305,7 +308,7 @@ class PaperPort:
         elif record.followup == "RETRY":
             # The book could not take it all (or the venue refused): let the manager ask again
             # next tick instead of leaving the position marked as closing forever.
-            _reopen_for_exit(position)
+            reopen_for_exit(position)
             log_event(trader, "EXIT_INCOMPLETE", f"{symbol}: {record.reason} filled {outcome.filled_qty} of {record.qty} "
                       f"({outcome.status}{': ' + outcome.error if outcome.error else ''}); retrying next tick",
                       level=EventLevel.WARN, data={"client_order_id": request.client_order_id})
@@ -399,14 +402,6 @@ def _open_position(trader, sig, sizing, result: ScanResult, bar_ts: int, *,
     return position
 
 
-def _reopen_for_exit(position: Position) -> None:
-    state = dict(position.plan.get("state") or {})
-    state["closing"] = False
-    state["qty"] = float(position.qty)
-    position.plan = {**position.plan, "state": state}
-    position.save(update_fields=["plan"])
-
-
 def _close_if_unfilled(order: Order, positions: dict[str, Position]) -> None:
     """An entry that ended with nothing filled, and whose sibling legs and re-priced successors
     are not working any more, leaves no position behind (``execution.paper.close_if_unfilled``)."""
@@ -459,7 +454,7 @@ def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict
 
 
 def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, duration_ms: float, ema_in: dict,
-                held: dict, profile: RiskProfile, overrides: dict | None = None):
+                held: dict, profile: RiskProfile, overrides: dict | None = None, second_opinion: dict | None = None):
     from regime import services as regime_services
 
     regime_row = regime_services.store(view.exchange, bar_ts, result.regime)
@@ -470,7 +465,9 @@ def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, durat
                 # The exact profile this tick ran with (AI MODE merges the live model's values).
                 "effective_profile": profile.to_dict(),
                 # AI MODE's scan overrides (model scan keys, bandit weights) as applied.
-                "scan_overrides": overrides or {}},
+                "scan_overrides": overrides or {},
+                # AI MODE with a model: conflicts / strong markets against the deterministic profile [RK-4].
+                **({"second_opinion": second_opinion} if second_opinion is not None else {})},
     )
     FeatureSnapshot.objects.bulk_create([
         FeatureSnapshot(scan_run=scan_run, symbol=s.symbol, bar_ts=bar_ts, price=view.last_price(s.symbol),

@@ -65,7 +65,7 @@ from regime.engine.features import FeatureConfig
 from risk.engine.guard import GuardState, period_starts
 from risk.engine.positions import PositionState
 from risk.engine.profiles import RiskProfile
-from strategies.engine.aggregator import aggregate
+from strategies.engine.aggregator import Aggregate, aggregate
 from strategies.engine.pipeline import ScanParams, ScanResult, reaggregate, scan
 from strategies.engine.types import Action, Direction, MarketSignal
 from traders.engine.tick import (
@@ -662,6 +662,26 @@ class BacktestPort:
 # --------------------------------------------------------------------------- the scan per bar
 
 
+def tick_aggregate(symbols: tuple[str, ...], ts: int, outputs, regime, params: ScanParams, *,
+                   ema: Mapping[str, float] | None, held: Mapping[str, Direction], candidates: np.ndarray,
+                   can_short: np.ndarray, flags) -> Aggregate:
+    """The last step of a scan from precomputed parts: the aggregation with the score EMA and the
+    held markets. Signal objects only for the markets the tick reads (held ones and ENTER
+    proposals; a second pass builds the ENTER signals when there are any): the arrays, actions
+    and EMA state cover every market either way, so the tick decides exactly as with the scan's
+    candidates-or-held mask. ``params.signals_for_all`` builds every signal."""
+    held_mask = np.array([s in held for s in symbols])
+    mask = np.ones(len(symbols), bool) if params.signals_for_all else held_mask
+    args = dict(ema_state=ema, held=held, candidates=candidates, can_short=can_short, bandit_weight=1.0,
+                extra_reasons=flags)
+    agg = aggregate(symbols, ts, outputs, regime, params.aggregator, signal_mask=mask, **args)
+    if not params.signals_for_all:
+        enter = np.array([a is Action.ENTER for a in agg.actions])
+        if enter.any():
+            agg = aggregate(symbols, ts, outputs, regime, params.aggregator, signal_mask=held_mask | enter, **args)
+    return agg
+
+
 class Scanner:
     """Produces each bar's ``ScanResult`` (``scan``) and the window-derived arrays of the tick
     (``derived``; None: the core computes them from the window)."""
@@ -706,25 +726,9 @@ class VectorScanner(Scanner):
     def scan(self, t: int, frame: MarketFrame, held: dict[str, Direction], ema: dict[str, float] | None
              ) -> ScanResult:
         part = self.pre.at(t)
-        p = self.params
         symbols = self.data.symbols
-        held_mask = np.array([s in held for s in symbols])
-        if p.signals_for_all:
-            mask = np.ones(len(symbols), bool)
-        else:
-            # Signal objects only for the markets the tick reads (held ones and ENTER proposals);
-            # the arrays, actions and EMA state cover every market either way, so the tick
-            # decides exactly as with the scan's candidates-or-held mask. A second pass builds
-            # the ENTER signals when there are any.
-            mask = held_mask
-        args = dict(ema_state=ema, held=held, candidates=part.screen.candidate, can_short=part.can_short,
-                    bandit_weight=1.0, extra_reasons=part.screen.flags)
-        agg = aggregate(symbols, part.ts, part.outputs, part.regime, p.aggregator, signal_mask=mask, **args)
-        if not p.signals_for_all:
-            enter = np.array([a is Action.ENTER for a in agg.actions])
-            if enter.any():
-                agg = aggregate(symbols, part.ts, part.outputs, part.regime, p.aggregator,
-                                signal_mask=held_mask | enter, **args)
+        agg = tick_aggregate(symbols, part.ts, part.outputs, part.regime, self.params, ema=ema, held=held,
+                             candidates=part.screen.candidate, can_short=part.can_short, flags=part.screen.flags)
         return ScanResult(part.ts, symbols, part.screen, part.regime, part.max_positions, part.outputs, agg,
                           agg.signals, agg.ema_state)
 

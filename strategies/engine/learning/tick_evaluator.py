@@ -42,13 +42,13 @@ import numpy as np
 from execution.engine.types import Candles, MarketInfo
 from regime.engine.classifier import max_positions
 from strategies.engine import indicators as ind
-from strategies.engine.aggregator import aggregate
 from strategies.engine.backtest.pipeline import (
     BacktestConfig,
     BacktestResult,
     MarketData,
     Scanner,
     run_backtest,
+    tick_aggregate,
 )
 from strategies.engine.learning.evaluator import (
     Panel,
@@ -59,7 +59,7 @@ from strategies.engine.learning.evaluator import (
 )
 from strategies.engine.pipeline import ScanParams, ScanResult
 from strategies.engine.screener import candidates_for_top_n
-from strategies.engine.types import Action, Direction
+from strategies.engine.types import Direction
 from traders.engine.tick import Derived, MarketFrame
 
 
@@ -97,17 +97,9 @@ class PanelScanner(Scanner):
             raise ValueError(f"bar {t} is before the panel's first full window ({panel.first})")
         symbols = panel.symbols
         candidates = candidates_for_top_n(screen, p.screener.top_n)
-        held_mask = np.array([s in held for s in symbols], dtype=bool)
         regime = panel.regimes[t]
-        args = dict(ema_state=ema, held=held, candidates=candidates, can_short=panel.can_short,
-                    extra_reasons=screen.flags)
-        # Signal objects only for what the tick reads (held markets, ENTER proposals), as the
-        # backtester's vector scan: the arrays and actions cover every market either way.
-        agg = aggregate(symbols, int(panel.ts[t]), outputs, regime, p.aggregator, signal_mask=held_mask, **args)
-        enter = np.array([a is Action.ENTER for a in agg.actions])
-        if enter.any():
-            agg = aggregate(symbols, int(panel.ts[t]), outputs, regime, p.aggregator, signal_mask=held_mask | enter,
-                            **args)
+        agg = tick_aggregate(symbols, int(panel.ts[t]), outputs, regime, p, ema=ema, held=held, candidates=candidates,
+                             can_short=panel.can_short, flags=screen.flags)
         return ScanResult(int(panel.ts[t]), symbols, replace(screen, candidate=candidates), regime,
                           max_positions(regime.label, p.profile_max_positions), outputs, agg, agg.signals,
                           agg.ema_state)
