@@ -9,7 +9,9 @@ Rules, in priority order (the first rule that closes the position ends the tick)
    ``panic_reduce_fraction`` once per PANIC episode (``PANIC_REDUCE``) and its stop moved to
    break-even. A guard ``reduce_fraction`` (e.g. leverage above limit) reduces once per trip.
 4. ``TIME_STOP``: open for ``time_stop_seconds`` and still below ``time_stop_min_r``: close.
-5. ``SCORE_EXIT``: the market's final score fell to ``exit_threshold`` or below: close.
+5. ``SCORE_EXIT``: the market's final score fell to ``exit_threshold`` or below: close, once the
+   position is at least ``score_exit_min_hold_seconds`` old (a setup's score fades within
+   minutes while its move takes hours; stops and targets protect the position meanwhile).
 6. ``TAKE_PROFIT_n``: scale-out plan, e.g. at 1R sell 1/3 of the initial quantity, at 2R
    another 1/3; after the first, the stop moves to break-even plus round-trip fees.
 7. Trailing stop: once the best price reached ``trailing_activation_r`` (or every scale-out is
@@ -272,7 +274,8 @@ def manage_position(
     if profile.time_stop_seconds > 0 and now_ts - state.opened_ts >= profile.time_stop_seconds \
             and r_now < profile.time_stop_min_r:
         return _close_rest(state, intents, notes, TIME_STOP, fallback, exit_side, decimals, lot, remaining)
-    if score is not None and math.isfinite(score) and score <= profile.exit_threshold:
+    if score is not None and math.isfinite(score) and score <= profile.exit_threshold \
+            and now_ts - state.opened_ts >= profile.score_exit_min_hold_seconds:
         return _close_rest(state, intents, notes, SCORE_EXIT, fallback, exit_side, decimals, lot, remaining)
 
     # 6. take-profit scale-outs, judged on the best price traded since the previous tick

@@ -36,6 +36,7 @@ class ProfileError(ValueError):
         super().__init__("invalid risk profile: " + "; ".join(errors))
 
 
+_CALIBRATION_NAMES = ("REAL_V1", "RAW")   # strategies.engine.calibration.CALIBRATIONS (tested equal)
 ABSOLUTE_MAX_POSITIONS = 10          # [RG-5]: never more, whatever the profile says
 DEFAULT_MODULE_WEIGHTS: dict[str, float] = {"TP": 0.30, "VCB": 0.25, "REGIME": 0.20, "LSR": 0.15, "LF": 0.10}
 DEFAULT_TAKE_PROFIT_PLAN: tuple[tuple[float, float], ...] = ((1.0, 1 / 3), (2.0, 1 / 3))
@@ -63,6 +64,11 @@ class RiskProfile:
     risk_multiplier: float = _p(1.0, 0.0, 3.0, lo_open=True, doc="multiplies the final score [SC-3]")
     entry_threshold: float = _p(70.0, 0.0, 100.0, unit="score", doc="enter when final score >= this")
     exit_threshold: float = _p(40.0, 0.0, 100.0, unit="score", doc="exit a held market when score <= this")
+    score_calibration: str = _p("REAL_V1", doc="score scale [CA-2]: REAL_V1 (rarity on real markets: 70 = about "
+                                               "one setup per market per day) or RAW (the uncalibrated composite)")
+    score_exit_min_hold_seconds: int = _p(14_400, 0, 30 * 86_400, unit="s",
+                                          doc="a score exit waits until the position is this old (stops, "
+                                              "targets and the time stop apply from the start)")
     daily_loss_limit: float = _p(0.05, 0.0, 1.0, lo_open=True, unit="fraction of equity",
                                  doc="halt new entries until 00:00 UTC when the day's loss reaches this")
     weekly_loss_limit: float = _p(0.10, 0.0, 1.0, lo_open=True, unit="fraction of equity",
@@ -257,6 +263,8 @@ def _validate(p: RiskProfile) -> list[str]:
             errors.append(f"{f.name} must be <= {hi}, got {value!r}")
     if not isinstance(p.name, str) or not p.name:
         errors.append("name must be a non-empty string")
+    if p.score_calibration not in _CALIBRATION_NAMES:
+        errors.append(f"score_calibration must be one of {', '.join(_CALIBRATION_NAMES)}, got {p.score_calibration!r}")
     if p.exit_threshold >= p.entry_threshold:
         errors.append(f"exit_threshold ({p.exit_threshold}) must be below entry_threshold ({p.entry_threshold})")
     if p.risk_per_trade > p.max_portfolio_risk:

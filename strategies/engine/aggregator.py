@@ -9,8 +9,10 @@ module's per-regime weight applied through [RG-3] ``a_i = 1 + (r_i - 1) * regime
 * ``total``: EMA of the signed base (+ long, - short) with alpha 0.3 [SC-3]; the previous value
   per market comes in ``ema_state`` and the new one goes out, so the caller keeps it per trader
   and market across ticks. The first tick seeds the EMA with the base. ``total_score = |total|``.
-* ``final_score = total_score * regime_weight * bandit_weight * risk_multiplier``, clipped to
-  0..100.
+* ``final_score = calibrate(total_score) * regime_weight * bandit_weight * risk_multiplier``,
+  clipped to 0..100. ``calibrate`` is ``AggregatorParams.calibration`` (knots of
+  ``strategies.engine.calibration``): the identity by default here; the risk profiles use the
+  real-market rarity scale REAL_V1 [CA-2], so a threshold means the same on every market.
 * Action [SC-4]: held market -> EXIT when the score on the held side <= ``exit_threshold``
   (40), else HOLD; not held -> ENTER when final >= ``entry_threshold`` (70), the regime allows
   entries [RG-4], the market passed the screener and the side is allowed, else SKIP. Risk
@@ -43,6 +45,7 @@ import numpy as np
 
 from regime.engine.classifier import applied_weight
 from regime.engine.types import RegimeLabel, RegimeState
+from strategies.engine.calibration import RAW, ScoreCalibration
 from strategies.engine.learning.bandit import NEUTRAL_REGIMES, market_weights
 from strategies.engine.types import Action, Direction, MarketSignal, ModuleOutput
 
@@ -77,6 +80,7 @@ class AggregatorParams:
     risk_multiplier: float = 1.0
     bandit_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # regime -> module -> w
     penalty_weights: Mapping[str, float] = field(default_factory=dict)              # term -> w, see above
+    calibration: tuple[tuple[float, float], ...] = RAW                             # raw -> score knots [CA-2]
 
     def __post_init__(self) -> None:
         if not 0 < self.ema_alpha <= 1:
@@ -90,6 +94,7 @@ class AggregatorParams:
             raise ValueError(f"unknown penalty terms {sorted(unknown)}; known: {', '.join(PENALTY_TERMS)}")
         if any(not 0 <= w <= 1 for w in self.penalty_weights.values()):
             raise ValueError("penalty weights must be in [0, 1]")
+        ScoreCalibration(tuple(self.calibration))   # validates the knots
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +166,8 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
     if learned and outputs and label not in NEUTRAL_REGIMES:
         b = np.array([float(learned.get(o.module, 1.0)) for o in outputs])
         bw = bw * market_weights(s, d, np.where(total_signed < 0, -1, 1), eff, b)
-    final = np.clip(total * regime_w * bw * params.risk_multiplier, 0.0, 100.0)
+    calibrated = total if params.calibration == RAW else ScoreCalibration(tuple(params.calibration))(total)
+    final = np.clip(calibrated * regime_w * bw * params.risk_multiplier, 0.0, 100.0)
 
     held_dir = np.array([int(held.get(sym, 0)) for sym in symbols], dtype=np.int8)
     is_held = held_dir != 0
@@ -196,7 +202,8 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
         if regime.label is RegimeLabel.PANIC and is_held[i]:
             codes.append("REGIME_PANIC_MAY_REDUCE")
         raw = {f"{o.module}.{k}": float(v[i]) for o in outputs for k, v in o.raw.items()}
-        raw.update({"regime_weight": regime_w, "bandit_weight": float(bw[i]),
+        raw.update({"raw_score": float(total[i]), "calibrated_score": float(calibrated[i]),
+                    "regime_weight": regime_w, "bandit_weight": float(bw[i]),
                     "risk_multiplier": params.risk_multiplier})
         raw.update({f"penalty.{k}": float(p[i]) for k, p in penalties.items()})
         signals.append(MarketSignal(

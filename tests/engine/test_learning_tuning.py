@@ -44,7 +44,8 @@ def tiny_panel(close: list[float], low: list[float] | None = None, fire_at: tupl
                  np.ones((n, 1), bool), np.zeros((n, 1), np.int64), tuple(None for _ in range(n)), H)
 
 
-PARAMS = {"module_weights": {"TP": 1.0}, "entry_threshold": 60.0, "exit_threshold": 30.0}
+PARAMS = {"module_weights": {"TP": 1.0}, "entry_threshold": 60.0, "exit_threshold": 30.0,
+          "score_calibration": "RAW"}          # hand-computed on the raw composite
 CFG = EvaluatorConfig(window_bars=60, max_hold_bars=3, atr_stop_mult=2.0, slippage=0.002)
 COST = 2 * 0.001 + 2 * 0.002
 

@@ -28,7 +28,7 @@ from risk.engine.profiles import STANDARD
 from strategies.engine.types import Direction
 
 # entry 100, stop 95: 1R = 5. STANDARD: TP at 1R and 2R (1/3 each), trail 3 ATR from 1R.
-PROFILE = replace(STANDARD, time_stop_seconds=3600)
+PROFILE = replace(STANDARD, time_stop_seconds=3600, score_exit_min_hold_seconds=0)
 MARKET = MarketInfo("KRW-X", "X", "KRW", min_notional=Decimal("0"), taker_fee=Decimal("0"))
 
 
@@ -103,6 +103,18 @@ def test_score_exit_at_or_below_the_exit_threshold():
     assert tick(pos(), 101.0, score=40.1).intents == ()
     (i,) = tick(pos(), 101.0, score=40.0).intents
     assert i.reason_code == SCORE_EXIT and i.close_all
+
+
+def test_score_exit_waits_for_the_minimum_hold():
+    p = replace(PROFILE, score_exit_min_hold_seconds=4 * 3600, time_stop_seconds=0)
+    assert manage_position(pos(), profile=p, price=101.0, atr=1.0, now_ts=4 * 3600 - 60, score=10.0,
+                           market=MARKET).intents == ()
+    (i,) = manage_position(pos(), profile=p, price=101.0, atr=1.0, now_ts=4 * 3600, score=10.0,
+                           market=MARKET).intents
+    assert i.reason_code == SCORE_EXIT
+    # the stop still applies from the start
+    (s,) = manage_position(pos(), profile=p, price=94.0, atr=1.0, now_ts=60, score=10.0, market=MARKET).intents
+    assert s.reason_code == STOP_LOSS
 
 
 def test_panic_closes_losers_and_reduces_winners_once():

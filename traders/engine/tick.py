@@ -73,6 +73,7 @@ from risk.engine.profiles import RiskProfile
 from risk.engine.sizing import SizingResult, size_position, slippage_of
 from strategies.engine import indicators as ind
 from strategies.engine.aggregator import Aggregate, AggregatorParams
+from strategies.engine.calibration import CALIBRATIONS
 from strategies.engine.pipeline import ScanParams, ScanResult
 from strategies.engine.types import Direction, MarketSignal
 
@@ -168,7 +169,8 @@ def scan_params(profile: RiskProfile) -> ScanParams:
     """The scan settings a profile implies (weights, thresholds, risk multiplier, cap)."""
     return ScanParams(
         aggregator=AggregatorParams(weights=dict(profile.module_weights), entry_threshold=profile.entry_threshold,
-                                    exit_threshold=profile.exit_threshold, risk_multiplier=profile.risk_multiplier),
+                                    exit_threshold=profile.exit_threshold, risk_multiplier=profile.risk_multiplier,
+                                    calibration=CALIBRATIONS[profile.score_calibration]),
         profile_max_positions=profile.max_positions_cap,
     )
 
