@@ -35,7 +35,8 @@ def store(exchange: str, bar_ts: int, state: RegimeState, true_label: str = "") 
 def evaluate(exchange: str, bar_ts: int, true_label: str = "") -> MarketRegime:
     """Classify the market at ``bar_ts`` from the stored candles and store the result."""
     from execution.marketdata import load_view
+    from regime.thresholds import current_thresholds
 
     view = load_view(exchange, bar_ts)
     inputs = compute_inputs(view.candles, leader=view.candles.symbols[0], leader_history=view.leader_history)
-    return store(exchange, bar_ts, classify(inputs), true_label)
+    return store(exchange, bar_ts, classify(inputs, current_thresholds()), true_label)

@@ -149,6 +149,11 @@ class TuningRequestSerializer(serializers.Serializer):
     timeframe = serializers.ChoiceField(choices=list(learning.SIM_TIMEFRAMES), required=False)
     data_files = serializers.ListField(child=serializers.CharField(max_length=400), required=False, max_length=100,
                                        help_text="files source: ids from GET /api/backtests/data-files/")
+    bar = serializers.ChoiceField(choices=list(learning.FILE_BARS), required=False, allow_null=True,
+                                  help_text="files source: resample to this bar (default: the finest bar whose "
+                                            "markets x bars fit the runtime budget)")
+    last_days = FiniteFloat(required=False, allow_null=True, min_value=10, max_value=366,
+                            help_text="files source: only the last N days of the files (default: all)")
     n_trials = serializers.IntegerField(required=False, min_value=1, max_value=500, help_text="K (default 60)")
     seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, help_text="TPE seed")
     holdout_fraction = FiniteFloat(required=False, min_value=0.05, max_value=0.8)
@@ -163,8 +168,10 @@ class TuningRequestSerializer(serializers.Serializer):
         """Fields that do not apply to the chosen source are refused, not ignored."""
         source = attrs.get("source", "sim")
         errors: dict[str, list[str]] = {}
-        if source == "sim" and "data_files" in self.initial_data:
-            errors["data_files"] = ["only with source=files"]
+        if source == "sim":
+            for key in learning.FILES_ONLY:
+                if key in self.initial_data:
+                    errors[key] = ["only with source=files"]
         if source == "files":
             for key in self.SIM_ONLY:
                 if key in self.initial_data:

@@ -16,14 +16,18 @@ Bad options raise ``BacktestInputError`` with a message for the operator.
   (``strategies.engine.backtest.pipeline``): screener, regime, modules, aggregator, guard,
   position manager, checklist, sizing and the fill model, through the same decision core as
   the worker (``traders.engine.tick``). Data: the simulator (``source="sim"``, ``seed``,
-  ``n_markets``, ``days``) or 1-minute candle files (``data``); ``start``/``end`` bound the
+  ``n_markets``, ``days``) or candle files (``data``: 1m, or 3m / 5m / 15m / 30m / 1h run by
+  ``strategies.engine.backtest.bars``, one tick per bar; at least 2 markets of one timeframe);
+  ``start``/``end`` bound the
   ticked bars (history before ``start`` is the warm-up); ``markets`` keeps some symbols.
   Profile: ``profile`` (built-in name; the stored profile of that name when the database has
   one) with ``params`` (explicit parameter overrides). Extra result keys: ``equity`` ([[bar
   open, equity at its close], ...], at most ``equity_points``), ``by_strategy`` and
   ``by_regime`` (closed-trade statistics by the entry signal's top module / the regime at
   entry), ``regime_bars`` (return and exposure by the regime of each bar), ``exit_reasons``,
-  ``entry_reason_codes``, ``guard_trips``, ``fees_paid``, ``traded_value``, ``timing``.
+  ``entry_reason_codes``, ``guard_trips``, ``fees_paid``, ``traded_value``, ``timing``,
+  ``entries`` / ``entries_per_day`` and ``evidence`` (``strategies.engine.backtest.evidence``:
+  calibration table, buy-and-hold, random-entry baseline, excess and percentile).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 from execution.adapters.replay import read_candle_file
 from execution.engine.types import TIMEFRAME_SECONDS
 from execution.engine.validation import OhlcvSeries, clean_ohlcv
+from strategies.engine.backtest.bars import bar_minutes, warmup_bars
 from strategies.engine.backtest.reference import ReferenceResult, sma_cross
 from strategies.engine.backtest.report import compute_report
 
@@ -159,7 +164,7 @@ def run_sma_cross(options: dict[str, Any], progress: Progress | None = None) -> 
 PIPELINE_DEFAULTS: dict[str, Any] = {
     "profile": "STANDARD", "params": None, "source": None, "seed": 7, "n_markets": 30, "days": 3.0,
     "markets": None, "mode": "vector", "latency_ms": 0, "participation": 0.10, "spread_bps": 5.0,
-    "depth_fraction": 0.25, "window_bars": 1000, "equity_points": 2000,
+    "depth_fraction": 0.25, "window_bars": 1000, "equity_points": 2000, "evidence_draws": 200,
 }
 
 
@@ -168,17 +173,17 @@ def _opt(options: dict[str, Any], key: str) -> Any:
     return PIPELINE_DEFAULTS.get(key) if value is None else value
 
 
-def pipeline_profile(name: str, overrides: dict[str, Any] | None = None) -> tuple[Any, str]:
+def pipeline_profile(name: str, overrides: dict[str, Any] | None = None, *, builtin: bool = False) -> tuple[Any, str]:
     """The risk profile to run: the stored profile of that name when the database has one (as a
-    trader with it would run), else the built-in defaults; ``overrides`` (explicit parameters)
-    on top. Returns the profile and where it came from."""
+    trader with it would run) unless ``builtin``, else the built-in defaults; ``overrides``
+    (explicit parameters) on top. Returns the profile and where it came from."""
     from risk.engine.profiles import DEFAULTS, ProfileError, ProfileName, RiskProfile, profile_for
 
     if name not in set(ProfileName):
         raise BacktestInputError(f"unknown profile {name!r}; expected one of {', '.join(ProfileName)}")
     origin = "built-in"
     try:
-        profile = _stored_profile(name)
+        profile = None if builtin else _stored_profile(name)
         if profile is not None:
             origin = "stored"
         else:
@@ -259,10 +264,16 @@ def _pipeline_data(options: dict[str, Any], fee: float | None) -> tuple[Any, dic
         try:
             replay = load_candle_files(data_files)
         except (ValueError, OSError, KeyError, EOFError) as exc:
+            if "different timeframes" in str(exc):
+                raise BacktestInputError(f"the data files mix timeframes ({_file_timeframes(data_files)}); the "
+                                         f"pipeline ticks every market on one clock: give files of one "
+                                         f"timeframe") from None
             raise BacktestInputError(f"cannot read candles: {exc}") from None
         candles = replay.candles
-        if candles.timeframe != "1m":
-            raise BacktestInputError(f"the pipeline runs on 1-minute candles; the files are {candles.timeframe}")
+        try:
+            bar_minutes(candles.timeframe)
+        except ValueError as exc:
+            raise BacktestInputError(str(exc)) from None
         infos = {s: default_market_info(s, candles) for s in candles.symbols}
         info = {"source": "files", "files": [str(f) for f in data_files], "quality": replay.report.to_dict()}
     else:
@@ -273,6 +284,11 @@ def _pipeline_data(options: dict[str, Any], fee: float | None) -> tuple[Any, dic
             raise BacktestInputError(f"unknown market(s) {', '.join(unknown)}; the data has "
                                      f"{', '.join(candles.symbols[:20])}{'...' if len(candles.symbols) > 20 else ''}")
         candles = candles.select(tuple(s for s in candles.symbols if s in wanted))
+    if source == "files" and len(candles.symbols) < 2:
+        raise BacktestInputError(
+            f"the pipeline needs at least 2 markets, the data has {len(candles.symbols)} "
+            f"({', '.join(candles.symbols)}): the regime's breadth, dispersion and value share compare markets "
+            f"and the screener ranks them; give several --data files")
     if fee is not None:
         from dataclasses import replace as dc_replace
 
@@ -289,6 +305,35 @@ def _pipeline_data(options: dict[str, Any], fee: float | None) -> tuple[Any, dic
     return data, info, start, end
 
 
+def _file_timeframes(files: list[str]) -> str:
+    """``name: timeframe`` of each file, from its name (freqtrade names) or its rows."""
+    from execution.adapters.replay import read_candle_file
+
+    out = []
+    for f in files:
+        try:
+            tf = read_candle_file(Path(f)).timeframe
+        except (ValueError, OSError, KeyError, EOFError):
+            tf = "?"
+        out.append(f"{Path(f).name}: {tf}")
+    return ", ".join(out)
+
+
+def _cut(data: Any, a: int, b: int, spread_bps: float) -> Any:
+    """``MarketData`` of bars ``[a, b)`` only (same rules and book settings)."""
+    from execution.engine.types import Candles
+    from strategies.engine.backtest.pipeline import MarketData
+
+    a = max(0, a)
+    if a == 0 and b >= data.n_bars:
+        return data
+    c, sl = data.candles, slice(a, b)
+    cut = Candles(c.symbols, c.timeframe, c.ts[sl], c.open[:, sl], c.high[:, sl], c.low[:, sl], c.close[:, sl],
+                  c.volume[:, sl])
+    return MarketData(cut, data.markets, spread_bps=spread_bps, depth_fraction=data.depth_fraction,
+                      book_depth=data.book_depth)
+
+
 def _parse_markets(value: Any) -> list[str]:
     if not value:
         return []
@@ -301,10 +346,11 @@ def _parse_markets(value: Any) -> list[str]:
 
 def run_pipeline(options: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """The live pipeline on history (``strategies.engine.backtest.pipeline``), one global clock
-    over many markets, on the simulator or on 1-minute candle files."""
+    over many markets, on the simulator or on candle files (1m to 1h)."""
     from decimal import Decimal
 
     from execution.engine.fillmodel import FillConfig
+    from strategies.engine.backtest.bars import MODULE_BARS, run_bar_backtest
     from strategies.engine.backtest.curves import chart_curves
     from strategies.engine.backtest.pipeline import BacktestConfig, run_backtest
     from strategies.engine.backtest.report import bar_breakdown, trade_breakdown
@@ -317,7 +363,8 @@ def run_pipeline(options: dict[str, Any], progress: Progress | None = None) -> d
             raise BacktestInputError(f"--params is not JSON: {exc}") from None
     if params is not None and not isinstance(params, dict):
         raise BacktestInputError("--params must be a JSON object of profile parameters")
-    profile, origin = pipeline_profile(str(_opt(options, "profile")), params)
+    builtin = bool(options.get("builtin"))     # built-in profile and regime thresholds (no database)
+    profile, origin = pipeline_profile(str(_opt(options, "profile")), params, builtin=builtin)
     cash = options.get("cash") or 10_000_000.0
     if not (math.isfinite(float(cash)) and float(cash) > 0):
         raise BacktestInputError(f"--cash must be positive, got {cash}")
@@ -331,29 +378,57 @@ def run_pipeline(options: dict[str, Any], progress: Progress | None = None) -> d
     data, info, start, end = _pipeline_data(options, options.get("fee"))
     ts = data.candles.ts
     window = int(_opt(options, "window_bars"))
+    bar_s = data.bar_seconds
+    tf = data.candles.timeframe
     from regime.engine.features import FeatureConfig
 
-    first = max(window, FeatureConfig().leader_bars_needed) - 1 if info["source"] == "sim" else window - 1
+    if bar_s == 60:
+        first = max(window, FeatureConfig().leader_bars_needed) - 1 if info["source"] == "sim" else window - 1
+        warm = window
+    else:       # coarse bars (strategies.engine.backtest.bars): the module window / leader history
+        warm = warmup_bars(tf)
+        first = warm - 1
     if start is not None:
         first = max(first, int(np.searchsorted(ts, start)))
     last = int(np.searchsorted(ts, end)) if end is not None else len(ts)
     if last - first < 2:
         raise BacktestInputError(
-            f"{len(ts)} bars in the data; with {window} bars of warm-up before the first tick and the "
+            f"{len(ts)} bars of {tf} in the data; with {warm} bars of warm-up before the first tick and the "
             f"--start/--end given, fewer than 2 bars are left to tick")
+    if bar_s != 60:
+        # the coarse path precomputes every bar of the data it gets: keep only the warm-up and the period
+        a = first - warm + 1
+        data, first, last = _cut(data, a, last, float(_opt(options, "spread_bps"))), first - a, last - a
+        info["bar_cadence"] = {"timeframe": tf, "tick_seconds": bar_s, "module_bar_minutes": bar_s // 60,
+                               "module_bars": MODULE_BARS, "warmup_bars": warm}
     try:
         config = BacktestConfig(profile=profile, cash=Decimal(repr(float(cash))), window_bars=window, fill=fill,
                                 spread_bps=float(_opt(options, "spread_bps")),
                                 depth_fraction=float(_opt(options, "depth_fraction")),
-                                start_index=first, end_index=last, mode=mode, seed=int(_opt(options, "seed")))
+                                start_index=first, end_index=last, mode=mode, seed=int(_opt(options, "seed")),
+                                regime_thresholds=None if builtin else _regime_thresholds())
     except ValueError as exc:
         raise BacktestInputError(str(exc)) from None
-    result = run_backtest(data, config, progress=progress)
-    report = compute_report(result.equity, result.ts, result.trades, bar_seconds=60,
+    import time
+
+    started = time.perf_counter()
+    if bar_s == 60:
+        result = run_backtest(data, config, progress=progress)
+    else:
+        try:
+            result = run_bar_backtest(data, config, progress=progress)
+        except ValueError as exc:
+            raise BacktestInputError(str(exc)) from None
+    report = compute_report(result.equity, result.ts, result.trades, bar_seconds=bar_s,
                             initial_equity=float(config.cash), position_value=result.position_value,
                             traded_value=float(result.traded_value))
     c_ts, c_eq, _ = chart_curves(result.ts, result.equity, max_points=int(_opt(options, "equity_points")))
-    info["start"], info["end"] = iso(result.ts[0]), iso(result.ts[-1] + 60)
+    info["start"], info["end"] = iso(result.ts[0]), iso(result.ts[-1] + bar_s)
+    run_seconds = time.perf_counter() - started
+    ev_started = time.perf_counter()
+    ev = pipeline_evidence(data, result, fee=options.get("fee"), cash=float(config.cash), seed=config.seed,
+                           n_draws=int(_opt(options, "evidence_draws")))
+    ev_seconds = time.perf_counter() - ev_started
     out: dict[str, Any] = {
         "strategy": "pipeline",
         "params": {"profile": profile.to_dict(), "profile_source": origin, "cash": float(config.cash), "mode": mode,
@@ -364,6 +439,8 @@ def run_pipeline(options: dict[str, Any], progress: Progress | None = None) -> d
         "bars": result.bars,
         "markets": len(result.markets),
         "trades": len(result.trades),
+        "entries": len(result.trades),
+        "entries_per_day": report.trades_per_day if math.isfinite(report.trades_per_day) else None,
         "closed_trades": sum(1 for t in result.trades if not t.is_open),
         "open_positions": sum(1 for t in result.trades if t.is_open),
         "final_equity": float(result.final_equity),
@@ -379,11 +456,13 @@ def run_pipeline(options: dict[str, Any], progress: Progress | None = None) -> d
         "exit_reasons": dict(sorted(result.exit_reasons.items())),
         "entry_reason_codes": dict(sorted(result.reason_counts.items(), key=lambda kv: -kv[1])),
         "guard_trips": dict(sorted(result.guard_trips.items())),
-        "timing": {"seconds": round(result.seconds, 3),
+        "timing": {"seconds": round(result.seconds, 3), "run_seconds": round(run_seconds, 3),
+                   "evidence_seconds": round(ev_seconds, 3),
                    "bars_per_second": round(result.bars / result.seconds, 1) if result.seconds > 0 else None,
                    "market_bars_per_second": round(result.bars * len(result.markets) / result.seconds, 1)
                    if result.seconds > 0 else None},
         "equity": [[int(t), float(e)] for t, e in zip(c_ts.tolist(), c_eq.tolist(), strict=True)],
+        "evidence": ev,
     }
     if not options.get("no_trade_list"):
         out["trade_list"] = [{**t.to_dict(), "entry_value": t.entry_value, "exit_value": t.exit_value,
@@ -391,7 +470,35 @@ def run_pipeline(options: dict[str, Any], progress: Progress | None = None) -> d
     return out
 
 
+def pipeline_evidence(data: Any, result: Any, *, fee: float | None, cash: float, seed: int = 0,
+                      n_draws: int = 200) -> dict[str, Any]:
+    """``strategies.engine.backtest.evidence.evidence`` of a pipeline run: on the closes of the
+    ticked bars, with the run's per-bar scores; ``fee`` per side (default: the markets' mean
+    taker fee)."""
+    from strategies.engine.backtest.evidence import evidence
+
+    if not len(result.ts):
+        return {}
+    a = int(np.searchsorted(data.candles.ts, result.ts[0]))
+    close = data.candles.close[:, a:a + len(result.ts)]
+    rate = float(fee) if fee is not None else float(np.mean([float(data.markets[s].taker_fee) for s in data.symbols]))
+    scores = result.scores.T if result.scores is not None else None
+    enter = result.enter.T if result.enter is not None else None
+    try:
+        return evidence(close, result.ts, data.symbols, result.trades, cash=cash, fee=rate,
+                        bar_seconds=data.bar_seconds, scores=scores, enter=enter, n_draws=n_draws, seed=seed)
+    except ValueError as exc:
+        raise BacktestInputError(str(exc)) from None
+
+
 RUNNERS: dict[str, Runner] = {
     "sma_cross": run_sma_cross,
     "pipeline": run_pipeline,
 }
+
+
+def _regime_thresholds():
+    """The regime thresholds in force (stored versions [RG-2]; code defaults when none)."""
+    from regime.thresholds import current_thresholds
+
+    return current_thresholds()

@@ -125,6 +125,17 @@ def _markets(exchange: str, symbols: tuple[str, ...], inputs: dict) -> tuple[dic
 
 
 def _params(signal: Signal, inputs: dict) -> tuple[ScanParams, list[str]]:
+    params, warnings = _profile_params(signal, inputs)
+    if "regime_thresholds" in inputs:   # the regime thresholds the tick ran with [RG-2]
+        from dataclasses import replace as _replace
+
+        from regime.engine.classifier import RegimeThresholds
+
+        params = _replace(params, thresholds=RegimeThresholds.from_dict(inputs["regime_thresholds"]))
+    return params, warnings
+
+
+def _profile_params(signal: Signal, inputs: dict) -> tuple[ScanParams, list[str]]:
     from risk.engine.profiles import RiskProfile
     from strategies.engine.learning.params import apply_scan_params
     from strategies.services import effective_profile

@@ -62,6 +62,36 @@ def _half_spread(book: dict | None) -> float | None:
     return (ask - bid) / (2 * mid) if mid > 0 and ask >= bid else None
 
 
+def label_candle_files(paths, *, step: int = 1, slippage: float | None = None, fee: float | None = None,
+                       timeframe: str | None = None, out=None) -> dict:
+    """The [AI-1] labels of real candle files (``shared/data`` or any OHLCV file): every market at
+    every ``step``-th bar, as if a scan had stored a snapshot at that bar's close, with the same
+    definitions and costs as ``label_features`` (the market's taker fee from its replayed rules
+    unless ``fee`` is given, ``DEFAULT_SLIPPAGE`` per side unless ``slippage`` is given).
+    ``timeframe`` resamples first (1m, 5m, 15m and 1h bars divide both horizons). Writes one CSV
+    row per market-bar to ``out`` (a text stream) when given; returns the pooled summary
+    (``strategies.engine.learning.realdata.label_summary``) per file set. Used by ``manage.py
+    label_data``."""
+    import csv
+
+    from strategies.engine.learning.labels import LABEL_FIELDS, LabelCosts
+    from strategies.engine.learning.realdata import label_bars, label_summary, labels_to_rows, load_real
+
+    candles, markets, described = load_real(paths, timeframe=timeframe)
+    costs = [LabelCosts(fee=float(fee if fee is not None else markets[s].taker_fee),
+                        slippage=float(slippage if slippage is not None else DEFAULT_SLIPPAGE))
+             for s in candles.symbols]
+    labels = label_bars(candles, costs, step=step)
+    if out is not None:
+        writer = csv.DictWriter(out, fieldnames=["symbol", "bar_ts", "price", *LABEL_FIELDS])
+        writer.writeheader()
+        writer.writerows(labels_to_rows(labels))
+    described.pop("quality", None)
+    return {"data": described, "step": step,
+            "costs": {s: {"fee": c.fee, "slippage": c.slippage} for s, c in zip(candles.symbols, costs, strict=True)},
+            **label_summary(labels)}
+
+
 def label_features(*, limit: int = 20_000) -> dict[str, int]:
     """Fill the labels of feature snapshots whose horizons have passed [AI-1].
 
@@ -490,10 +520,33 @@ def check_drift(*, now: datetime | None = None, config=None) -> list[dict]:
 
 TUNING_TASK = "strategies.tasks_learning.run_tuning"
 TUNING_DEFAULTS: dict = {"source": "sim", "sim_seed": 7, "sim_markets": 20, "days": 90.0, "timeframe": "1h",
-                         "data_files": [], "n_trials": 60, "seed": 0, "holdout_fraction": 0.3,
-                         "train_days": 14.0, "test_days": 7.0, "versions": 3}
+                         "data_files": [], "bar": None, "last_days": None, "n_trials": 60, "seed": 0,
+                         "holdout_fraction": 0.3, "train_days": 14.0, "test_days": 7.0, "versions": 3}
 SIM_TIMEFRAMES = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14400}
-HEARTBEAT_STALE_SECONDS = 900
+#: bars candle files may be resampled to for tuning (``bar``); without one, the run takes the
+#: finest bar whose markets x bars fit the K = 60 runtime budget
+#: (``strategies.engine.learning.realdata.auto_bar``; docs/learning.md gives the measurements)
+FILE_BARS = SIM_TIMEFRAMES
+DEFAULT_FILE_BAR = "auto"
+FILES_ONLY = ("data_files", "bar", "last_days")
+
+
+def tuning_bar(file_timeframe: str, bar: str | None) -> str:
+    """The bar a tuning run on ``file_timeframe`` files runs on: ``bar``, or ``"auto"`` (chosen
+    by ``realdata.auto_bar`` once the files are read); ValueError when the files cannot be
+    turned into ``bar``."""
+    from execution.engine.types import TIMEFRAME_SECONDS
+
+    src = TIMEFRAME_SECONDS.get(file_timeframe)
+    if src is None:
+        raise ValueError(f"unknown timeframe {file_timeframe!r}")
+    if bar is None or bar == "auto":
+        return "auto"
+    dst = FILE_BARS[bar]
+    if dst < src or dst % src:
+        raise ValueError(f"{file_timeframe} files cannot be resampled to {bar} bars (a multiple of "
+                         f"{file_timeframe} is needed)")
+    return bar
 
 
 def tuning_options(data: dict) -> dict:
@@ -508,15 +561,32 @@ def tuning_options(data: dict) -> dict:
         errors["source"] = "sim or files"
     if out["source"] == "sim" and out["timeframe"] not in SIM_TIMEFRAMES:
         errors["timeframe"] = f"one of {', '.join(SIM_TIMEFRAMES)}"
+    if out["source"] == "sim":
+        for key in FILES_ONLY:
+            if data.get(key) not in (None, [], ""):
+                errors[key] = "only with source=files"
     if out["source"] == "files":
         from strategies.services_backtest import data_catalogue
 
-        offered = {f.id for f in data_catalogue()}
+        offered = {f.id: f for f in data_catalogue()}
         files = out["data_files"]
         if not files:
             errors["data_files"] = "choose at least two candle files of one timeframe"
         elif any(f not in offered for f in files):
             errors["data_files"] = "not one of the data files offered"
+        elif len({offered[f].timeframe for f in files}) != 1:
+            errors["data_files"] = "the files must share one timeframe"
+        if out["bar"] is not None and out["bar"] not in FILE_BARS:
+            errors["bar"] = f"one of {', '.join(FILE_BARS)} (or empty: the finest bar within the runtime budget)"
+        elif "data_files" not in errors and files:
+            try:
+                tuning_bar(offered[files[0]].timeframe, out["bar"])
+            except ValueError as exc:
+                errors["bar"] = str(exc)
+        last = out["last_days"]
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int | float)
+                                 or not math.isfinite(last) or not 10 <= last <= 366):
+            errors["last_days"] = "must be a number from 10 to 366 (or empty: every day of the files)"
     checks = {"sim_markets": (2, 100), "days": (10, 366), "n_trials": (1, 500), "sim_seed": (0, 2**31 - 1),
               "seed": (0, 2**31 - 1), "holdout_fraction": (0.05, 0.8), "train_days": (0, 180),
               "test_days": (1, 90), "versions": (0, 10)}
@@ -572,14 +642,14 @@ def _tuning_data(opts: dict):
         candles = market.generate(int(round(float(opts["days"]) * 86400 / seconds))).candles
         return candles, {m.symbol: m for m in market.market_info()}, {
             "source": "sim", "seed": opts["sim_seed"], "markets": len(candles.symbols), "timeframe": opts["timeframe"]}
-    from execution.adapters.replay import default_market_info, load_candle_files
+    from strategies.engine.learning.realdata import load_real
     from strategies.services_backtest import resolve_data_file
 
-    replay = load_candle_files([resolve_data_file(f) for f in opts["data_files"]])
-    candles = replay.candles
-    return candles, {s: default_market_info(s, candles) for s in candles.symbols}, {
-        "source": "files", "files": opts["data_files"], "markets": len(candles.symbols),
-        "timeframe": candles.timeframe, "quality": replay.report.to_dict()}
+    files = opts["data_files"]
+    # no bar: the finest within the runtime budget for these markets and days (realdata.auto_bar)
+    candles, markets, described = load_real([resolve_data_file(f) for f in files], timeframe=opts.get("bar") or "auto",
+                                            days=opts.get("last_days"))
+    return candles, markets, {**described, "files": files}
 
 
 def run_tuning(run_id: int) -> dict:

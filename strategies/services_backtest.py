@@ -39,7 +39,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
         "label": "Live pipeline (profile, many markets)",
         "sources": ("sim", "files"),
         "options": ("profile", "costs"),
-        "timeframes": ("1m",),
+        # strategies.engine.backtest.bars.BAR_MINUTES (not imported: the web never loads runners)
+        "timeframes": ("1m", "3m", "5m", "15m", "30m", "1h"),
         "max_files": 200,
     },
     "sma_cross": {

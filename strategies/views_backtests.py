@@ -64,7 +64,7 @@ FORMATS = {key: fmt for key, _, fmt in REPORT_ROWS}
 WINDOW_COLUMNS = ("bars", "total_return", "annualized_return", "sharpe", "max_drawdown", "trades", "win_rate")
 RESULT_KEYS_SHOWN = {"strategy", "params", "data", "bars", "trades", "closed_trades", "open_position", "final_equity",
                      "fees_paid", "report", "trade_list", "equity", "drawdown", "equity_points", "equity_source",
-                     "walk_forward"}
+                     "walk_forward", "evidence"}
 
 
 def fmt(value: Any, kind: str = "num") -> str:
@@ -301,6 +301,53 @@ def _num(value: Any, digits: int) -> str:
     return f"{value:.{digits}g}"
 
 
+CALIBRATION_COLUMNS = (("bucket", "final score", "str"), ("count", "market-bars", "int"),
+                       ("n_60", "n (60 min)", "int"), ("mean_net_60", "mean net 60 min", "pct"),
+                       ("hit_60", "hit rate 60 min", "pct"), ("n_240", "n (240 min)", "int"),
+                       ("mean_net_240", "mean net 240 min", "pct"), ("hit_240", "hit rate 240 min", "pct"))
+
+
+def _evidence(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The pipeline's evidence of signal quality (``strategies.engine.backtest.evidence``) as
+    display rows: a summary and the two calibration tables."""
+    ev = result.get("evidence")
+    if not isinstance(ev, dict) or not ev:
+        return None
+    base = ev.get("random_baseline") or {}
+    strat = ev.get("strategy") or {}
+    excess = ev.get("excess") or {}
+    bh = ev.get("buy_and_hold") or {}
+
+    def band(prefix: str) -> str:
+        return f"{fmt(base.get(prefix + '_mean'), 'pct')} [{fmt(base.get(prefix + '_p05'), 'pct')} … " \
+               f"{fmt(base.get(prefix + '_p95'), 'pct')}]"
+
+    pct = excess.get("percentile")
+    summary = [
+        ("entries", fmt(result.get("entries"), "int")),
+        ("entries per day", fmt(result.get("entries_per_day"))),
+        ("strategy return (its trades)", fmt(strat.get("total_return"), "pct")),
+        (f"random entries, mean [5 % … 95 %] of {base.get('draws', '—')} draws", band("total_return")),
+        ("excess over random (strategy − mean)", fmt(excess.get("total_return"), "pct")),
+        ("percentile within random draws", "—" if pct is None else f"{pct:.1f}"),
+        ("strategy mean trade return", fmt(strat.get("trade_return_mean"), "pct")),
+        ("random mean trade return [5 % … 95 %]", band("trade_return")),
+        ("buy-and-hold, equal weight", fmt(bh.get("return"), "pct")),
+        ("buy-and-hold max drawdown", fmt(bh.get("max_drawdown"), "pct")),
+    ]
+    cal = ev.get("calibration") or {}
+    tables = []
+    for key, title in (("all", "every scored market-bar (LONG side)"), ("enter", "ENTER proposals")):
+        rows = cal.get(key)
+        if rows is None:
+            continue
+        tables.append({"title": title, "columns": [label for _, label, _ in CALIBRATION_COLUMNS],
+                       "rows": [[fmt(r.get(k), kind) if kind != "str" else r.get(k) for k, _, kind in CALIBRATION_COLUMNS]
+                                for r in rows]})
+    return {"summary": summary, "tables": tables, "fee": ev.get("fee"), "horizon_bars": ev.get("horizon_bars"),
+            "seed": base.get("seed")}
+
+
 @require_GET
 def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(BacktestRun.objects.select_related("submitted_by"), pk=pk)
@@ -326,6 +373,7 @@ def backtest_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "quality": data.get("quality") or {},
         "extras": {k: fmt(v) for k, v in extras.items()},
         "breakdowns": _breakdowns(result),
+        "evidence": _evidence(result),
         "walk_forward": _walk_forward(result),
         "trade_columns": [label for _, label, _ in _trade_columns(trades)],
         "trade_rows": _trade_rows(trades[:TRADE_ROWS], _trade_columns(trades)),

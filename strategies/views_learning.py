@@ -40,6 +40,8 @@ GATE_COLUMNS = (
     ("n", "n", "int"), ("spd", "SPD", "num"), ("e", "E", "pct"), ("sharpe", "Sharpe", "num"),
     ("q05", "Q05", "pct"), ("q01", "Q01", "pct"), ("mae_mean", "MAE mean", "pct"), ("mae_95", "MAE 95", "pct"),
     ("win_rate", "win", "pct"), ("dsr", "DSR", "num"), ("pbo", "PBO", "num"),
+    # the backtest report's random-entry baseline on the same hold-out trades (reporting only)
+    ("rb_excess_total", "excess vs random", "pct"), ("baseline_percentile", "random %ile", "num"),
 )
 
 #: status -> the actions a staff user may take, as (action, label, button class, confirm text).
@@ -109,7 +111,19 @@ def section_context(request: HttpRequest) -> dict[str, Any]:
         "paper_model": paper, "live_model": live,
         "tuning_defaults": learning.TUNING_DEFAULTS,
         "timeframes": list(learning.SIM_TIMEFRAMES),
+        "file_bars": list(learning.FILE_BARS),
+        "tuning_files": _tuning_files(),
     }
+
+
+def _tuning_files() -> list:
+    """The candle files a tuning run may use (the backtest catalogue), for the real-data form."""
+    from strategies.services_backtest import data_catalogue
+
+    try:
+        return data_catalogue()
+    except OSError:
+        return []
 
 
 def _back() -> HttpResponse:
@@ -188,14 +202,14 @@ def start_tuning(request: HttpRequest) -> HttpResponse:
                 options[key] = int(raw)
             except ValueError:
                 errors.append(f"{key}: not a whole number")
-    for key in ("days", "holdout_fraction", "train_days", "test_days"):
+    for key in ("days", "holdout_fraction", "train_days", "test_days", "last_days"):
         raw = request.POST.get(key)
         if raw not in (None, ""):
             try:
                 options[key] = float(raw)
             except ValueError:
                 errors.append(f"{key}: not a number")
-    for key in ("source", "timeframe"):
+    for key in ("source", "timeframe", "bar"):
         if request.POST.get(key):
             options[key] = request.POST[key]
     files = request.POST.getlist("data_files")

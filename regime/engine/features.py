@@ -1,4 +1,4 @@
-"""The six regime inputs [RG-1] computed from 1-minute candles of the whole market.
+"""The regime inputs [RG-1] computed from 1-minute candles of the whole market.
 
 All bars are resampled inside the engine, END-aligned: the last 4 h bar is the 240 minutes
 ending at the evaluated bar, the one before it the 240 minutes before that, and so on. So
@@ -14,6 +14,11 @@ Inputs (at bar t):
   ``leader_tf=240, adx_period=14`` for that reading.
 * ``btc_atr_pct_4h``: ATR(16) of the leader on 15-minute bars (4 h window) as a percentage of
   its close.
+* ``btc_atr_rel``: that ATR% divided by its own median over the last ``vol_baseline_bars``
+  leader bars (96 x 15 m = 24 h, the current bar included): 1 = this market's normal, 3 =
+  three times as volatile as over the last day. Scale-free, so one threshold means the same on
+  any venue, market and timeframe (the absolute ATR% of a calm BTC minute and of the
+  simulator's KRW markets differ by a factor of three).
 * ``breadth_up_1h``: share of markets whose close is above the close 60 minutes earlier.
 * ``dispersion_1h``: cross-sectional standard deviation (ddof 0) of those 1 h returns.
 * ``top5_value_share_1h``: traded value (close x volume) of the 5 busiest markets over the
@@ -23,8 +28,10 @@ Inputs (at bar t):
   line, 1 = every bar reverses and the hour went nowhere.
 
 History needed: the leader needs ``(2 * adx_period + 1) * leader_tf`` minutes (8.25 h at the
-defaults) for the first ADX value; pass 3x that so Wilder smoothing has settled
-(``FeatureConfig.leader_bars_needed``, 1485 minutes). The market-wide inputs need 61 one-minute bars. Missing
+defaults) for the first ADX value; pass 3x that so Wilder smoothing has settled, and at least
+``(3 * atr_period + vol_baseline_bars) * leader_tf`` for a settled ATR plus a full day of
+baseline (``FeatureConfig.leader_bars_needed``, 2160 minutes = 36 h). ``btc_atr_rel`` exists
+once half the baseline has ATR values (about 16 h). The market-wide inputs need 61 one-minute bars. Missing
 bars are forward-filled as flat no-trade bars before anything is computed.
 """
 
@@ -40,6 +47,7 @@ from strategies.engine import indicators as ind
 
 INPUT_NAMES: tuple[str, ...] = (
     "btc_adx_4h", "btc_atr_pct_4h", "breadth_up_1h", "dispersion_1h", "top5_value_share_1h", "whipsaw_5m",
+    "btc_atr_rel",
 )
 
 
@@ -55,11 +63,18 @@ class FeatureConfig:
     top_k: int = 5                # markets in the value share
     whipsaw_tf: int = 5           # leader bar length for whipsaw (5 m)
     whipsaw_bars: int = 12        # number of whipsaw bars (1 h of 5 m)
+    vol_baseline_bars: int = 96   # leader bars in the ATR% baseline of ``btc_atr_rel`` (96 x 15 m = 24 h)
 
     @property
     def leader_bars_needed(self) -> int:
-        """1-minute leader bars for a settled ADX: three times the first-value requirement."""
-        return 3 * (2 * self.adx_period + 1) * self.leader_tf
+        """1-minute leader bars for a settled ADX (three times the first-value requirement) and a
+        full ``btc_atr_rel`` baseline (a settled ATR, then ``vol_baseline_bars`` more)."""
+        return max(3 * (2 * self.adx_period + 1), 3 * self.atr_period + self.vol_baseline_bars) * self.leader_tf
+
+    @property
+    def baseline_min_values(self) -> int:
+        """ATR% values the baseline needs at least (half the window); fewer gives NaN."""
+        return max(1, self.vol_baseline_bars // 2)
 
     @property
     def market_bars_needed(self) -> int:
@@ -78,13 +93,14 @@ class InputSeries:
     dispersion_1h: np.ndarray
     top5_value_share_1h: np.ndarray
     whipsaw_5m: np.ndarray
+    btc_atr_rel: np.ndarray
 
     def at(self, i: int) -> RegimeInputs:
         return RegimeInputs(*(float(getattr(self, n)[i]) for n in INPUT_NAMES))
 
     @property
     def valid(self) -> np.ndarray:
-        """Bars where all six inputs exist."""
+        """Bars where all inputs exist."""
         return np.all([np.isfinite(getattr(self, n)) for n in INPUT_NAMES], axis=0)
 
 
@@ -156,13 +172,35 @@ def _leader_index(candles: Candles, leader: str | None) -> int:
         raise MarketDataError(f"leader {leader!r} not among the candles' symbols") from None
 
 
-def _leader_4h_stats(leader_1m: Bars, cfg: FeatureConfig) -> tuple[float, float]:
-    b = resample_end_aligned(leader_1m, cfg.leader_tf)
-    if b.close.shape[1] == 0:
-        return float("nan"), float("nan")
-    adx = ind.adx(b.high, b.low, b.close, cfg.adx_period).adx[0, -1]
-    atr = ind.atr(b.high, b.low, b.close, cfg.atr_period)[0, -1]
-    return float(adx), float(atr / b.close[0, -1] * 100.0)
+def leader_stats(b: Bars, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ADX, ATR% and relative ATR at the last bar of every row of resampled leader bars
+    ``b`` (``[rows x leader bars]``, each row one leader history ending at its evaluated bar).
+
+    ``btc_atr_rel`` = the last ATR% / the median of the ATR% values of the last
+    ``vol_baseline_bars`` leader bars (the last one included; NaN values skipped; NaN with fewer
+    than ``baseline_min_values``). Used by :func:`compute_inputs` and by the backtest's batched
+    leader statistics, so both give the same numbers."""
+    rows, width = b.close.shape
+    if width == 0:
+        nan = np.full(rows, np.nan)
+        return nan, nan.copy(), nan.copy()
+    adx = ind.adx(b.high, b.low, b.close, cfg.adx_period).adx[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = ind.atr(b.high, b.low, b.close, cfg.atr_period) / b.close * 100.0
+    last = pct[:, -cfg.vol_baseline_bars:]
+    ok = np.isfinite(last)
+    rel = np.full(rows, np.nan)
+    enough = ok.sum(axis=1) >= cfg.baseline_min_values
+    if enough.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            med = np.nanmedian(last[enough], axis=1)
+            rel[enough] = np.where(med > 0, pct[enough, -1] / med, np.nan)
+    return adx, pct[:, -1], rel
+
+
+def _leader_4h_stats(leader_1m: Bars, cfg: FeatureConfig) -> tuple[float, float, float]:
+    adx, pct, rel = leader_stats(resample_end_aligned(leader_1m, cfg.leader_tf), cfg)
+    return float(adx[0]), float(pct[0]), float(rel[0])
 
 
 def _whipsaw(closes: np.ndarray) -> float:
@@ -225,8 +263,8 @@ def compute_inputs(candles_1m: Candles, leader: str | None = None, leader_histor
         lead_bars, _ = filled_bars(leader_history)
     else:
         lead_bars, _ = filled_bars(candles_1m.select((candles_1m.symbols[li],)))
-    adx, atr_pct = _leader_4h_stats(lead_bars, cfg)
-    return RegimeInputs(adx, atr_pct, breadth, dispersion, share, whip)
+    adx, atr_pct, atr_rel = _leader_4h_stats(lead_bars, cfg)
+    return RegimeInputs(adx, atr_pct, breadth, dispersion, share, whip, atr_rel)
 
 
 # --------------------------------------------------------------------------- whole history
@@ -248,13 +286,23 @@ def _phase_matrix(x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.
     return mat, phase, col
 
 
-def _leader_4h_series(lb: Bars, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def _trailing_median(x: np.ndarray, window: int, min_values: int) -> np.ndarray:
+    """Row-wise median of the last ``window`` values (NaN skipped; NaN with fewer than
+    ``min_values`` finite values), as ``np.nanmedian`` over each trailing window."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.ascontiguousarray(x.T))
+    return frame.rolling(window, min_periods=min_values).median().to_numpy().T
+
+
+def _leader_4h_series(lb: Bars, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = lb.close.shape[1]
     f = cfg.leader_tf
     adx = np.full(n, np.nan)
     atr_pct = np.full(n, np.nan)
+    atr_rel = np.full(n, np.nan)
     if n < f:
-        return adx, atr_pct
+        return adx, atr_pct, atr_rel
     hi = ind.rolling_max(lb.high, f)[0]
     lo = ind.rolling_min(lb.low, f)[0]
     cl = lb.close[0]
@@ -265,10 +313,14 @@ def _leader_4h_series(lb: Bars, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndar
     L, _, _ = _phase_matrix(lo, f)
     C, _, _ = _phase_matrix(np.where(np.isnan(hi), np.nan, cl), f)
     a = ind.adx(H, L, C, cfg.adx_period).adx
-    r = ind.atr(H, L, C, cfg.atr_period) / C * 100.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = ind.atr(H, L, C, cfg.atr_period) / C * 100.0
+        med = _trailing_median(r, cfg.vol_baseline_bars, cfg.baseline_min_values)
+        rel = np.where(med > 0, r / med, np.nan)
     adx[f - 1:] = a[ph, col]
     atr_pct[f - 1:] = r[ph, col]
-    return adx, atr_pct
+    atr_rel[f - 1:] = rel[ph, col]
+    return adx, atr_pct, atr_rel
 
 
 def compute_input_series(candles_1m: Candles, leader: str | None = None,
@@ -330,5 +382,5 @@ def compute_input_series(candles_1m: Candles, leader: str | None = None,
         whip[span:] = w
 
     lead = Bars(*(a[li:li + 1] for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)))
-    adx, atr_pct = _leader_4h_series(lead, cfg)
-    return InputSeries(candles_1m.ts, adx, atr_pct, breadth, dispersion, share, whip)
+    adx, atr_pct, atr_rel = _leader_4h_series(lead, cfg)
+    return InputSeries(candles_1m.ts, adx, atr_pct, breadth, dispersion, share, whip, atr_rel)

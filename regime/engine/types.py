@@ -16,7 +16,10 @@ class RegimeLabel(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RegimeInputs:
-    """The six fixed inputs [RG-1]."""
+    """The regime inputs [RG-1]: the six of the spec plus the leader's relative ATR.
+
+    ``btc_atr_rel`` defaults to NaN so code written for the six inputs keeps working; a
+    classifier given NaN counts its ramps 0.5 and halves the confidence."""
 
     btc_adx_4h: float
     btc_atr_pct_4h: float
@@ -24,6 +27,7 @@ class RegimeInputs:
     dispersion_1h: float        # cross-sectional stdev of 1 h returns (fraction)
     top5_value_share_1h: float  # share of traded value in the top 5 markets, 0..1
     whipsaw_5m: float           # leader direction changes / efficiency on 5 m, 0..1 (1 = pure chop)
+    btc_atr_rel: float = float("nan")  # leader ATR% / its own median over the last 24 h (1 = normal)
 
 
 @dataclass(frozen=True, slots=True)

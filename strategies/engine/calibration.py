@@ -42,12 +42,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Composite (raw, smoothed) -> calibrated score. Fitted on Upbit KRW-BTC/ETH/XRP 2025-09 and
-#: Binance BTC/ETH/BNB 2021-04..05 and ADA/BTC/DOGE/ETH/SOL/XRP 2023-03..05 (1-minute bars,
-#: module scores on 5-minute buckets, 446 market-days); see docs/strategy-quality.md.
+#: Composite (raw, smoothed) -> calibrated score: ``strategy_quality --fit-calibration`` on the
+#: real 1-minute universes of shared/data (Upbit KRW-BTC/ETH/XRP 2025-09, Binance BTC/ETH/BNB
+#: 2021-04..05, Binance BTC/ETH/ADA/DOGE/SOL 2023-03..05; about 400 market-days), docs/scores.md.
 REAL_V1: tuple[tuple[float, float], ...] = (
-    (0.0, 0.0), (10.0, 15.0), (14.0, 25.0), (18.0, 30.0), (22.0, 37.5), (26.0, 45.0),
-    (30.0, 56.0), (34.0, 69.0), (38.0, 83.5), (42.0, 99.0), (43.0, 100.0),
+    (0.0, 0.0), (8.0, 16.7), (10.0, 17.9), (12.0, 19.2), (14.0, 21.9), (16.0, 24.0), (18.0, 26.9),
+    (20.0, 33.0), (22.0, 36.4), (24.0, 39.9), (26.0, 44.3), (28.0, 49.1), (30.0, 54.8), (32.0, 60.4),
+    (34.0, 66.0), (36.0, 72.4), (38.0, 79.7), (40.0, 86.0), (42.0, 92.5), (44.0, 98.4), (46.0, 100.0),
 )
 #: The identity (no calibration): the raw composite is the score.
 RAW: tuple[tuple[float, float], ...] = ((0.0, 0.0), (100.0, 100.0))
@@ -124,14 +125,17 @@ def score_for_rate(rate: np.ndarray | float) -> np.ndarray:
 
 def fit_knots(rates_by_set: Sequence[np.ndarray], levels: Sequence[float]) -> tuple[tuple[float, float], ...]:
     """Knots from the pooled (geometric mean over data sets) crossing rates at ``levels``: each
-    level gets ``score_for_rate``; scores are made non-decreasing, the curve ends at the first
-    level that reaches 100, and (0, 0) anchors the bottom."""
+    level from the most-crossed one upwards gets ``score_for_rate`` (below it the composite sits
+    above the level most of the time and crossings no longer measure rarity: the map is linear
+    from (0, 0) there); scores are made non-decreasing and the curve ends at the first level
+    that reaches 100."""
     rates = np.vstack([np.asarray(r, dtype=np.float64) for r in rates_by_set])
     with np.errstate(divide="ignore"):
         pooled = np.exp(np.mean(np.log(np.maximum(rates, 1e-6)), axis=0))
-    scores = np.maximum.accumulate(score_for_rate(pooled))
+    peak = int(np.argmax(pooled))
+    scores = np.maximum.accumulate(score_for_rate(pooled[peak:]))
     knots: list[tuple[float, float]] = [(0.0, 0.0)]
-    for lv, s in zip(levels, scores, strict=True):
+    for lv, s in zip(list(levels)[peak:], scores, strict=True):
         if lv <= 0:
             continue
         knots.append((float(lv), round(float(s), 1)))

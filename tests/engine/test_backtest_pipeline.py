@@ -11,6 +11,7 @@ import pytest
 
 from execution.engine.sim import SimConfig, SimMarket
 from execution.engine.types import OrderBook, Side
+from regime.engine.features import FeatureConfig
 from regime.engine.types import RegimeInputs, RegimeLabel, RegimeState
 from risk.engine.guard import SLIPPAGE_ANOMALY, VOLATILITY_SPIKE, GuardState, evaluate
 from risk.engine.profiles import CRAZY, STANDARD
@@ -29,6 +30,9 @@ from traders.engine.tick import (
     scan_params,
     slippage_observation,
 )
+
+#: the leader history a live frame carries (``BacktestConfig.leader_bars``)
+LEADER_BARS = FeatureConfig().leader_bars_needed
 
 ACTIVE = replace(CRAZY, entry_threshold=30.0, exit_threshold=15.0)
 
@@ -93,7 +97,7 @@ def _same(x, y) -> bool:
 
 def _assert_scan_parts_equal(data: MarketData, bars: list[int]) -> None:
     params = scan_params(STANDARD)
-    pre = ScanPrecompute(data.candles, data.markets, params, window_bars=1000, leader_bars=1485, atr_period=14,
+    pre = ScanPrecompute(data.candles, data.markets, params, window_bars=1000, leader_bars=LEADER_BARS, atr_period=14,
                          tickers=data.tickers, block_bars=16, start=min(bars), end=max(bars) + 1)
     config = BacktestConfig(profile=STANDARD)
     for t in bars:
@@ -126,7 +130,7 @@ def test_precomputed_scan_parts_equal_the_live_scan_around_a_gap_in_real_data():
     data = file_data()
     gap = int(np.flatnonzero(np.isnan(data.candles.close[0]))[0])
     bars = [gap + 999 + k for k in (-3, -1, 0, 1, 2, 5)]
-    pre = ScanPrecompute(data.candles, data.markets, scan_params(STANDARD), window_bars=1000, leader_bars=1485,
+    pre = ScanPrecompute(data.candles, data.markets, scan_params(STANDARD), window_bars=1000, leader_bars=LEADER_BARS,
                          atr_period=14, tickers=data.tickers, start=bars[0], end=bars[-1] + 1)
     assert not pre.clean[gap + 999] and pre.clean[gap + 998]     # both paths are exercised
     _assert_scan_parts_equal(data, bars)

@@ -104,3 +104,74 @@ def test_rejects_wrong_timeframe_and_unknown_leader():
     c5 = Candles(c.symbols, "5m", c.ts * 5, c.open, c.high, c.low, c.close, c.volume)
     with pytest.raises(MarketDataError):
         compute_input_series(c5)
+
+
+# --------------------------------------------------------------------------- relative ATR
+
+
+def _vol_candles(sigmas: np.ndarray, seed: int = 0, markets: int = 3) -> Candles:
+    """Random walks whose 1-minute volatility follows ``sigmas`` (one per bar)."""
+    rng = np.random.default_rng(seed)
+    n = len(sigmas)
+    r = rng.normal(0.0, 1.0, (markets, n)) * sigmas[None, :]
+    close = 100.0 * np.exp(np.cumsum(r, axis=1))
+    o = np.concatenate([close[:, :1], close[:, :-1]], axis=1)
+    wick = np.abs(rng.normal(0.0, 1.0, (markets, n))) * sigmas[None, :] * 100.0
+    ts = 60 * np.arange(n, dtype=np.int64)
+    return Candles(tuple(f"M{i}" for i in range(markets)), "1m", ts, o, np.fmax(o, close) + wick,
+                   np.fmin(o, close) - wick, close, np.ones_like(close))
+
+
+def test_relative_atr_is_one_at_steady_volatility_and_tracks_a_jump():
+    cfg = FeatureConfig()
+    n = cfg.leader_bars_needed
+    steady = compute_inputs(_vol_candles(np.full(n, 1e-3)))
+    assert steady.btc_atr_rel == pytest.approx(1.0, abs=0.15)
+    jump = np.r_[np.full(n, 1e-3), np.full(240, 3e-3)]           # the last 4 hours three times as volatile
+    x = compute_inputs(_vol_candles(jump))
+    assert 2.2 < x.btc_atr_rel < 3.5
+    # scale-free: the same path at a tenth of the volatility gives the same ratio
+    assert compute_inputs(_vol_candles(jump / 10)).btc_atr_rel == pytest.approx(x.btc_atr_rel, rel=0.02)
+
+
+def test_relative_atr_needs_half_a_baseline():
+    cfg = FeatureConfig()
+    need = (cfg.atr_period + cfg.baseline_min_values) * cfg.leader_tf     # first ATR + half the baseline
+    assert np.isnan(compute_inputs(_vol_candles(np.full(need - 2 * cfg.leader_tf, 1e-3))).btc_atr_rel)
+    assert np.isfinite(compute_inputs(_vol_candles(np.full(need + cfg.leader_tf, 1e-3))).btc_atr_rel)
+    assert cfg.leader_bars_needed == 2160       # 36 h: settled ATR (48 x 15 m) + 24 h of baseline
+
+
+def test_relative_atr_per_bar_equals_series_with_a_regime_change():
+    sig = np.r_[np.full(2000, 1e-3), np.full(600, 4e-3), np.full(900, 5e-4)]
+    c = _vol_candles(sig, seed=3, markets=4)
+    s = compute_input_series(c)
+    for t in (900, 1500, 2100, 2599, 2600, 3000, 3499):
+        one = compute_inputs(Candles(c.symbols, "1m", c.ts[:t + 1], c.open[:, :t + 1], c.high[:, :t + 1],
+                                     c.low[:, :t + 1], c.close[:, :t + 1], c.volume[:, :t + 1]))
+        a, b = one.btc_atr_rel, s.btc_atr_rel[t]
+        assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9), t
+
+
+def test_batched_leader_stats_equal_compute_inputs():
+    """The backtest precompute's batched leader statistics (``leader_stats`` on stacked leader
+    histories) give what ``compute_inputs`` gives with each history as ``leader_history``."""
+    from regime.engine.features import leader_stats
+
+    cfg = FeatureConfig()
+    c = _vol_candles(np.r_[np.full(2400, 1e-3), np.full(400, 3e-3)], seed=4, markets=2)
+    ends = (2300, 2500, 2799)
+    h = c.select(("M0",))
+    rows = []
+    for t in ends:
+        lo = t + 1 - cfg.leader_bars_needed
+        rows.append(Candles(h.symbols, "1m", h.ts[lo:t + 1], h.open[:, lo:t + 1], h.high[:, lo:t + 1],
+                            h.low[:, lo:t + 1], h.close[:, lo:t + 1], h.volume[:, lo:t + 1]))
+    stacked = Candles(tuple(f"L{k}" for k in range(len(rows))), "1m", rows[0].ts,
+                      *(np.concatenate([getattr(r, n) for r in rows]) for n in ("open", "high", "low", "close", "volume")))
+    adx, pct, rel = leader_stats(resample_end_aligned(filled_bars(stacked)[0], cfg.leader_tf), cfg)
+    for k, (t, row) in enumerate(zip(ends, rows, strict=True)):
+        window = Candles(c.symbols, "1m", c.ts[t - 99:t + 1], c.open[:, t - 99:t + 1], c.high[:, t - 99:t + 1],
+                         c.low[:, t - 99:t + 1], c.close[:, t - 99:t + 1], c.volume[:, t - 99:t + 1])
+        one = compute_inputs(window, leader_history=row)
+        assert (adx[k], pct[k], rel[k]) == pytest.approx((one.btc_adx_4h, one.btc_atr_pct_4h, one.btc_atr_rel), rel=1e-12)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from regime.engine.types import RegimeInputs, RegimeLabel, RegimeState
-from risk.engine.profiles import _CALIBRATION_NAMES, CRAZY, PROFIT_FIRST, SAFETY_FIRST, STANDARD, ProfileError, RiskProfile
+from risk.engine.profiles import (
+    _CALIBRATION_NAMES,
+    CRAZY,
+    PROFIT_FIRST,
+    SAFETY_FIRST,
+    STANDARD,
+    ProfileError,
+    RiskProfile,
+)
 from strategies.engine.aggregator import AggregatorParams, aggregate
 from strategies.engine.calibration import (
     CALIBRATIONS,
@@ -99,10 +107,10 @@ def test_aggregator_applies_the_calibration_after_the_ema_and_before_the_multipl
     b = aggregate(("X",), 0, _outputs(34.0), _state(), cal, ema_state={"X": 34.0})
     assert a.final_score[0] == pytest.approx(34.0)
     assert b.total_score[0] == pytest.approx(34.0)            # the EMA is on the raw composite
-    assert b.final_score[0] == pytest.approx(69.0 * 0.8)      # REAL_V1(34) = 69, times 0.8
+    assert b.final_score[0] == pytest.approx(66.0 * 0.8)      # REAL_V1(34) = 66, times 0.8
     sig = b.signals[0]
     assert sig.raw_metrics["raw_score"] == pytest.approx(34.0)
-    assert sig.raw_metrics["calibrated_score"] == pytest.approx(69.0)
+    assert sig.raw_metrics["calibrated_score"] == pytest.approx(66.0)
 
 
 def test_profiles_carry_the_calibration_into_the_scan():
@@ -113,3 +121,24 @@ def test_profiles_carry_the_calibration_into_the_scan():
     assert scan_params(raw).aggregator.calibration == RAW
     with pytest.raises(ProfileError, match="score_calibration"):
         RiskProfile.from_dict({"name": "STANDARD", "score_calibration": "NOPE"})
+
+
+def test_the_score_ema_smooths_per_unit_of_time_at_every_cadence():
+    from dataclasses import replace
+
+    from traders.engine.tick import tick_ema_alpha
+
+    assert tick_ema_alpha(60) == pytest.approx(0.3)                 # [SC-3] at the live cadence
+    assert tick_ema_alpha(300) == pytest.approx(1 - 0.7 ** 5)
+    # five one-minute ticks of a constant score weigh it as much as one five-minute tick
+    one = 0.0
+    for _ in range(5):
+        one = 0.3 * 50.0 + 0.7 * one
+    assert tick_ema_alpha(300) * 50.0 == pytest.approx(one)
+    assert scan_params(replace(STANDARD, cadence_seconds=3600)).aggregator.ema_alpha > 0.999
+
+
+def test_fit_knots_starts_at_the_most_crossed_level():
+    levels = [5.0, 10.0, 20.0, 30.0]
+    rates = np.array([1.0, 4.0, 1.0, 0.1])          # the composite mostly sits above 5
+    assert fit_knots([rates], levels) == ((0.0, 0.0), (10.0, 46.0), (20.0, 70.0), (30.0, 100.0))

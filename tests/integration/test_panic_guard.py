@@ -4,17 +4,20 @@ sell-off while a PAPER trader holds a winner and a loser; the runtime guard trip
 the loser and halves the winner, no entry is made while the trip holds, and once the classifier
 has left PANIC and the hold time has passed the trip clears and the trader enters again.
 
-How the PANIC is arranged: nothing is faked. The sim is deterministic per seed, and seed 232
-(12 markets) has a true PANIC episode from 1-minute bar 3,133 to 3,346, after a BREAKOUT_ROTATION
-and TREND stretch. The collector's warm-up (``QUANTWEB_SIM_WARMUP_BARS`` = 3,129) puts the
-trader's first tick at bar 3,129, so the sell-off arrives about 50 minutes after it started
-trading; the real classifier, reading the real candles, first says PANIC at bar 3,184. The
-profile is CRAZY edited the normal way (a ConfigVersion): entry threshold 30 so it trades,
-exit threshold 0 and a 15 x ATR stop so its positions are still open when the label comes (with
-the default 1.5 x ATR stop the sell-off stops them out first and the PANIC rule has nothing to do).
+How the PANIC is arranged: nothing is faked. The sim is deterministic per seed, and seed 397
+(12 markets) has a true PANIC episode from 1-minute bar 2,382 to 2,490, after a BREAKOUT_ROTATION
+stretch. The collector's warm-up (``QUANTWEB_SIM_WARMUP_BARS`` = 2,322) puts the trader's first
+tick at bar 2,322 (the regime's leader needs 2,160 bars of history), so the sell-off arrives
+about an hour after it started trading; the real classifier (its thresholds fitted on real
+markets and the simulator, docs/regime.md), reading the real candles, first says PANIC at bar
+2,412. The profile is CRAZY edited the normal way (a ConfigVersion): entry threshold 30 so it
+trades, exit threshold 0 and a 15 x ATR stop so its positions are still open when the label
+comes (with the default stop the sell-off stops them out first and the PANIC rule has nothing
+to do). (Until the regime was fitted on real data this test used seed 232, whose PANIC the
+scale-free rule calls only once every held position is a loser.)
 
-The trip holds for about three hours of sim time; while it holds the trader is ticked every 15
-bars (a slow worker, as the dispatcher allows), then every bar again until it has entered.
+While the trip holds the trader is ticked every bar, then every 15 bars (a slow worker, as the
+dispatcher allows); once it clears, every bar again until it has entered.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from traders.models import Event, IntentKind, TraderStatus
 from traders.services import create_trader, process_intents, request_intent
 from traders.trading import run_tick
 
-SEED, MARKETS, WARMUP = 232, 12, 3129
-PANIC_STARTS, PANIC_ENDS = 3133, 3346        # the sim's own PANIC episode (bar indexes)
+SEED, MARKETS, WARMUP = 397, 12, 2322
+PANIC_STARTS, PANIC_ENDS = 2382, 2491        # the sim's own PANIC episode (bar indexes)
 T0 = 1_790_000_000.0
 SLOW_STEP = 15                               # bars between ticks while the trip holds
 HOLD_SECONDS = 900                           # guard_min_hold_seconds (every built-in profile)
@@ -112,7 +115,7 @@ def test_a_panic_trips_the_guard_reduces_positions_blocks_entries_then_clears(pa
 
     # 1. Trade every bar until the guard trips; it must be the classifier's first PANIC.
     held_before: list[Position] = []
-    for _ in range(80):
+    for _ in range(120):
         held_before = list(Position.objects.filter(trader=trader, status=Position.Status.OPEN, qty__gt=0))
         clock.tick()
         if TraderSafetyState.objects.get(trader=trader).trading_state != TradingState.ACTIVE:
@@ -182,8 +185,9 @@ def test_a_panic_trips_the_guard_reduces_positions_blocks_entries_then_clears(pa
     else:
         raise AssertionError("the PANIC trip never cleared")
     clear_bar = clock.bar
-    assert ticks_tripped > 10 and regime_of(trader, clear_bar) != "PANIC"
-    assert clock.index > PANIC_ENDS                     # the label outlasts the episode (1 h breadth)
+    # (The label leaves PANIC before the sim's episode ends: the fitted rule needs breadth to stay
+    # collapsed, and the sim's late PANIC has rebounds; the old simulator-only rule lagged it.)
+    assert ticks_tripped >= 3 and regime_of(trader, clear_bar) != "PANIC"
     assert clear_bar + 60 - (trip_bar + 60) >= HOLD_SECONDS
     # One reduction per episode: the winner was never reduced twice.
     assert Trade.objects.filter(trader=trader, exit_reason="PANIC_REDUCE").values("position").distinct().count() == \
@@ -197,9 +201,10 @@ def test_a_panic_trips_the_guard_reduces_positions_blocks_entries_then_clears(pa
     assert cleared.data["code"] == "PANIC_REGIME"
     assert [r.payload["code"] for r in audit.filtered(trader_id=trader.pk, kind="GUARD_CLEARED")] == ["PANIC_REGIME"]
 
-    # 3. Entries are possible again: the next ENTER proposal passes the guard and is placed.
-    for _ in range(150):
-        clock.tick()
+    # 3. Entries are possible again: the next ENTER proposal passes the guard and is placed. The
+    # sell-off is followed by hours of CHOP (no entries [RG-4]): a slow worker until it ends.
+    for _ in range(300):
+        clock.tick(SLOW_STEP if regime_of(trader, clock.bar) in ("CHOP", "PANIC") else 1)
         if Order.objects.filter(trader=trader, purpose="entry", bar_ts=clock.bar).exists():
             break
     else:

@@ -100,3 +100,56 @@ def test_runs_as_a_process_without_a_database():
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["bars"]["evaluated"] == 1440
+
+
+def _write_universe(tmp_path, days: int = 2, markets: int = 4, bar_minutes: int = 1):
+    """Simulated candles written as candle files (one market each), like real data."""
+    import pandas as pd
+
+    h = SimMarket(SimConfig(seed=9, n_markets=markets)).generate(days * 1440)
+    c = h.candles
+    paths = []
+    for i, sym in enumerate(c.symbols):
+        frame = pd.DataFrame({"timestamp": pd.to_datetime(c.ts, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              "open": c.open[i], "high": c.high[i], "low": c.low[i], "close": c.close[i],
+                              "volume": c.volume[i]})
+        if bar_minutes > 1:
+            frame = frame.iloc[: len(frame) // bar_minutes * bar_minutes]
+            g = np.arange(len(frame)) // bar_minutes
+            frame = frame.groupby(g).agg({"timestamp": "first", "open": "first", "high": "max", "low": "min",
+                                          "close": "last", "volume": "sum"})
+        p = tmp_path / f"sim_{sym}_{bar_minutes}m.csv"
+        frame.to_csv(p, index=False)
+        paths.append(str(p))
+    return paths, c.symbols
+
+
+def test_data_mode_reports_what_follows_each_label(tmp_path):
+    paths, symbols = _write_universe(tmp_path)
+    report = run_eval("--data", *paths, "--indent", "0")
+    assert report["leader"] == symbols[0] and report["timeframe"] == "1m" and report["horizon_minutes"] == 240
+    assert report["bars"]["total"] == 2880 and report["bars"]["warmup_skipped"] == 1440
+    labels = report["labels"]
+    assert set(labels) == set(ALL_LABELS)
+    assert sum(row["bars"] for row in labels.values()) == report["bars"]["evaluated"]
+    assert abs(sum(row["share"] for row in labels.values()) - 1.0) < 1e-9
+    for row in labels.values():
+        assert set(row) >= {"share", "vol_median", "vol_mean", "efficiency_median", "drawdown_median", "forward_bars"}
+    assert set(report["targets"]) >= {"panic_share", "chop_share", "panic_range_drawdown_ratio",
+                                      "trend_minus_range_efficiency"}
+
+
+def test_data_mode_accepts_5m_files_and_checks_arguments(tmp_path):
+    paths, symbols = _write_universe(tmp_path, days=3, bar_minutes=5)
+    report = run_eval("--data", *paths, "--leader", symbols[1], "--indent", "0")
+    assert report["timeframe"] == "5m" and report["leader"] == symbols[1]
+    assert report["features"]["leader_tf"] == 3 and report["bars"]["warmup_skipped"] == 24 * 12
+    assert report["bars"]["evaluated"] > 0
+    with pytest.raises(CommandError, match="not among"):
+        call_command("regime_eval", "--data", *paths, "--leader", "NOPE", stdout=StringIO())
+    with pytest.raises(CommandError, match="not both"):
+        call_command("regime_eval", "--data", *paths, "--seed", "1", stdout=StringIO())
+    with pytest.raises(CommandError, match="--seed S --days D"):
+        call_command("regime_eval", stdout=StringIO())
+    with pytest.raises(CommandError, match="cannot load"):
+        call_command("regime_eval", "--data", str(tmp_path / "missing_1m.csv"), stdout=StringIO())

@@ -654,8 +654,6 @@ def test_a_pipeline_request_is_stored_with_its_profile_version(op_client, data_d
 
 
 @pytest.mark.parametrize(("overrides", "field", "message"), [
-    ({"source": "files", "data_files": [CANDLES], "sim_seed": DROP, "sim_markets": DROP, "sim_days": DROP},
-     "data_files", "has 1h candles; pipeline runs on 1m candles"),
     ({"fee": 0}, "fee", "must be above 0"),
     ({"fast": 5}, "fast", "only for sma_cross"),
     ({"wf_train_days": 1, "wf_test_days": 1}, "source", "walk-forward needs replayed files"),
@@ -668,6 +666,22 @@ def test_bad_pipeline_input_is_a_400(op_client, data_dir, queue, overrides, fiel
     response = post_json(op_client, pipeline_request(**overrides))
     assert response.status_code == 400, response.content
     assert any(message in m for m in response.json()[field]), response.json()
+
+
+def test_pipeline_takes_files_of_the_timeframes_it_runs_on(op_client, data_dir, queue):
+    """1m to 1h files are accepted (docs/backtesting.md section 11), longer bars are a 400."""
+    from strategies.engine.backtest.bars import BAR_MINUTES
+
+    assert svc.STRATEGIES["pipeline"]["timeframes"] == tuple(
+        f"{m}m" if m < 60 else "1h" for m in BAR_MINUTES)
+    files_only = {"source": "files", "sim_seed": DROP, "sim_markets": DROP, "sim_days": DROP}
+    ok = post_json(op_client, pipeline_request(data_files=[CANDLES, "set/binance_OTHER-USDT_1h.csv"], **files_only))
+    assert ok.status_code == 201, ok.content
+    write_candles(data_dir / "set" / "binance_TEST-USDT_4h.csv", n=400, freq="4h")
+    response = post_json(op_client, pipeline_request(data_files=["set/binance_TEST-USDT_4h.csv"], **files_only))
+    assert response.status_code == 400, response.content
+    assert any("has 4h candles; pipeline runs on 1m, 3m, 5m, 15m, 30m, 1h candles" in m
+               for m in response.json()["data_files"]), response.json()
 
 
 def test_costs_are_refused_for_the_reference_strategy(op_client, data_dir, queue):
@@ -690,6 +704,10 @@ def test_a_pipeline_run_on_the_simulator_end_to_end(op_client, data_dir, queue, 
     assert set(result["by_regime"]) and set(result["by_strategy"])
     page = op_client.get(reverse("backtest-detail", args=[run.pk])).content.decode()
     assert "By strategy" in page and "By regime" in page and "Exit reasons" in page
+    # the evidence of signal quality: summary and calibration tables (issue 14 part 3)
+    assert {"calibration", "buy_and_hold", "random_baseline", "excess"} <= set(result["evidence"])
+    assert "Signal quality" in page and "percentile within random draws" in page
+    assert "Calibration: ENTER proposals" in page and "mean net 240 min" in page
     rows = list(csv.DictReader(io.StringIO(op_client.get(f"/api/backtests/{run.pk}/trades.csv").content.decode())))
     assert len(rows) == result["trades"]
     assert {"symbol", "strategy", "regime", "exit_reason", "entry_value"} <= set(rows[0])

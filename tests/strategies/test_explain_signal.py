@@ -30,7 +30,7 @@ T0 = 1_790_000_000.0
 def scanned(db, settings):
     """One PAPER trader (CRAZY, entry at 30 so some markets are entered and then held) ticked
     on TICKS bars of the sim exchange, as in tests/integration/test_paper_trading.py."""
-    settings.QUANTWEB_SIM_WARMUP_BARS = 1600
+    settings.QUANTWEB_SIM_WARMUP_BARS = 2200    # >= FeatureConfig().leader_bars_needed (2160)
     settings.QUANTWEB_SIM_MARKETS = 12
     settings.QUANTWEB_SIM_SEED = 7
     marketdata._view_cache.clear()

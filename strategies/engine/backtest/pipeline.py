@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +61,7 @@ from execution.engine.types import (
     Side,
     Ticker,
 )
+from regime.engine.classifier import RegimeThresholds
 from regime.engine.features import FeatureConfig
 from risk.engine.guard import GuardState, period_starts
 from risk.engine.positions import PositionState
@@ -117,6 +118,8 @@ class BacktestConfig:
     #: a second signal source compared with the trader's own for the guard's model disagreement
     #: [RK-4] (an AI MODE model backtested beside the deterministic profile it may disagree with)
     second_params: ScanParams | None = None
+    #: the regime thresholds in force (stored versions, ``regime.thresholds``); None: code defaults
+    regime_thresholds: RegimeThresholds | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("vector", "bar"):
@@ -623,6 +626,13 @@ class BacktestPort:
     def _close(self, p: SimPosition, fill: Fill) -> None:
         self.positions.pop(p.symbol, None)
         self.trades.append(self.record_trade(p, int(fill.ts), fill.price, False))
+        # An entry leg or re-priced successor still resting would otherwise buy into a closed
+        # position (a stop hit between a partial fill and the rest): it is cancelled with it.
+        for o in self.orders:
+            if o.symbol == p.symbol and o.purpose == "entry" and not o.state.status.is_final:
+                self.model.cancel(o.state, int(fill.ts))
+                o.state.error = "position closed: the rest of the entry is cancelled"
+
 
     def record_trade(self, p: SimPosition, exit_ts: int, exit_price: Decimal, is_open: bool) -> TradeRecord:
         cost = p.bought + p.buy_fees
@@ -689,6 +699,8 @@ class Scanner:
     def __init__(self, data: MarketData, config: BacktestConfig) -> None:
         self.data, self.config = data, config
         self.params: ScanParams = scan_params(config.profile)
+        if config.regime_thresholds is not None:
+            self.params = replace(self.params, thresholds=config.regime_thresholds)
 
     def scan(self, t: int, frame: MarketFrame, held: dict[str, Direction], ema: dict[str, float] | None
              ) -> ScanResult:
@@ -766,6 +778,10 @@ class BacktestResult:
     exit_reasons: dict[str, int]
     seconds: float
     markets: tuple[str, ...]
+    #: ``[bars x markets]``: each tick's final score signed by its direction (+ LONG or NONE,
+    #: - SHORT), and whether the aggregate proposed ENTER (the evidence's calibration table)
+    scores: np.ndarray | None = None
+    enter: np.ndarray | None = None
 
     @property
     def bars(self) -> int:
@@ -815,8 +831,11 @@ def run_backtest(data: MarketData, config: BacktestConfig,
     pos_value = np.empty(m)
     regimes: list[str] = []
     states: list[str] = []
+    scores = np.full((m, len(data.symbols)), np.nan)
+    enter = np.zeros((m, len(data.symbols)), bool)
     try:
-        _loop(data, config, port, scanner, start, end, equity, cash, pos_value, regimes, states, progress)
+        _loop(data, config, port, scanner, start, end, equity, cash, pos_value, regimes, states, progress,
+              scores, enter)
     finally:
         scanner.close()
     entries, exits = port.entries, port.exits
@@ -840,12 +859,13 @@ def run_backtest(data: MarketData, config: BacktestConfig,
         trading_state=states, trades=trades, final_equity=port.equity(), initial_cash=config.cash,
         fees_paid=port.fees_paid, traded_value=port.traded_value, fills=port.fills, entries=entries, exits=exits,
         orders=port.orders_sent, reason_counts=port.reason_counts, guard_trips=port.guard_trips,
-        exit_reasons=exit_reasons, seconds=time.perf_counter() - started, markets=data.symbols)
+        exit_reasons=exit_reasons, seconds=time.perf_counter() - started, markets=data.symbols, scores=scores,
+        enter=enter)
 
 
 def _loop(data: MarketData, config: BacktestConfig, port: BacktestPort, scanner: Scanner, start: int, end: int,
           equity: np.ndarray, cash: np.ndarray, pos_value: np.ndarray, regimes: list[str], states: list[str],
-          progress: Callable[[float], None] | None) -> None:
+          progress: Callable[[float], None] | None, scores: np.ndarray, enter: np.ndarray) -> None:
     feed = GuardFeedState()
     m = end - start
     step = max(1, m // 100)
@@ -864,6 +884,9 @@ def _loop(data: MarketData, config: BacktestConfig, port: BacktestPort, scanner:
         cash[k] = float(port.balance)
         pos_value[k] = float(eq - port.balance)
         regimes.append(out.scan.regime.label.value)
+        agg = out.scan.aggregate
+        scores[k] = np.where(agg.direction < 0, -agg.final_score, agg.final_score)
+        enter[k] = [a is Action.ENTER for a in agg.actions]
         states.append(out.guard.decision.trading_state.value)
         if progress is not None and (k % step == 0):
             progress(k / m)

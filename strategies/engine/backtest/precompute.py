@@ -35,7 +35,7 @@ import numpy as np
 
 from execution.engine.types import Candles, MarketInfo, Ticker
 from regime.engine.classifier import classify, max_positions
-from regime.engine.features import Bars, compute_inputs, filled_bars, resample_end_aligned
+from regime.engine.features import Bars, compute_inputs, filled_bars, leader_stats, resample_end_aligned
 from regime.engine.types import RegimeInputs, RegimeState
 from strategies.engine import indicators as ind
 from strategies.engine.modules.base import ScanContext
@@ -246,29 +246,22 @@ class ScanPrecompute:
             all_bars = None
         return all_bars, stacked, one_min
 
-    def _leader_stats(self, ts: list[int]) -> list[tuple[float, float]]:
+    def _leader_stats(self, ts: list[int]) -> list[tuple[float, float, float]]:
         """The regime's leader ADX / ATR% (``compute_inputs`` with ``leader_history``) per bar."""
         cfg = self.p.features
         groups: dict[int, list[int]] = {}
         for t in ts:
             groups.setdefault(self._leader(t).n_bars, []).append(t)
-        stats: dict[int, tuple[float, float]] = {}
+        stats: dict[int, tuple[float, float, float]] = {}
         for _, members in groups.items():
             raws = [self._leader(t) for t in members]
             cat = Candles(tuple(f"L{k}" for k in range(len(raws))), "1m", raws[0].ts,
                           *(np.concatenate([getattr(r, n) for r in raws]) for n in
                             ("open", "high", "low", "close", "volume")))
             lb, _ = filled_bars(cat)
-            b = resample_end_aligned(lb, cfg.leader_tf)
-            if b.close.shape[1] == 0:
-                for t in members:
-                    stats[t] = (float("nan"), float("nan"))
-                continue
-            adx = ind.adx(b.high, b.low, b.close, cfg.adx_period).adx[:, -1]
-            atr = ind.atr(b.high, b.low, b.close, cfg.atr_period)[:, -1]
-            pct = atr / b.close[:, -1] * 100.0
+            adx, pct, rel = leader_stats(resample_end_aligned(lb, cfg.leader_tf), cfg)
             for k, t in enumerate(members):
-                stats[t] = (float(adx[k]), float(pct[k]))
+                stats[t] = (float(adx[k]), float(pct[k]), float(rel[k]))
         return [stats[t] for t in ts]
 
     def _compute(self, a: int, b: int) -> tuple[list[BarScan], list[Derived]]:
@@ -296,9 +289,9 @@ class ScanPrecompute:
             window = self._window(t)
             last = window.select((self.symbols[self.leader_idx],)).tail(1)
             inp = compute_inputs(window, leader=self.symbols[self.leader_idx], leader_history=last, config=p.features)
-            adx, atr_pct_l = leader[j]
+            adx, atr_pct_l, atr_rel_l = leader[j]
             inputs = RegimeInputs(adx, atr_pct_l, inp.breadth_up_1h, inp.dispersion_1h, inp.top5_value_share_1h,
-                                  inp.whipsaw_5m)
+                                  inp.whipsaw_5m, atr_rel_l)
             regime = classify(inputs, p.thresholds)
             bars = per_bar[j]
             rows = slice(j * m, (j + 1) * m)

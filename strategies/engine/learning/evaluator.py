@@ -55,13 +55,14 @@ from regime.engine.features import Bars, FeatureConfig, compute_input_series, fi
 from regime.engine.types import RegimeLabel, RegimeState
 from risk.engine.profiles import STANDARD, ProfileName, RiskProfile
 from strategies.engine import indicators as ind
-from strategies.engine.aggregator import AggregatorParams, aggregate
+from strategies.engine.aggregator import aggregate
 from strategies.engine.learning.params import apply_scan_params, split
 from strategies.engine.modules import default_modules
 from strategies.engine.modules.base import ScanContext, ScoreModule
 from strategies.engine.pipeline import ScanParams
 from strategies.engine.screener import ScreenerParams, ScreenResult, screen
 from strategies.engine.types import Action, ModuleOutput
+from traders.engine.tick import scan_params
 
 DAY = 86_400
 
@@ -91,6 +92,11 @@ class WindowResult:
     entry_ts: np.ndarray
     daily_returns: np.ndarray    # one value per day of the window (0 on flat days)
     days: float
+    #: per trade, for the random-entry baseline (``baseline``): market row, bars held, the share
+    #: of the equity it put in (None from evaluators that do not track them)
+    market: np.ndarray | None = None
+    hold_bars: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     @property
     def n_trades(self) -> int:
@@ -244,6 +250,9 @@ class Simulation:
     r_net: np.ndarray
     mae: np.ndarray
     bar_returns: np.ndarray       # [bars] portfolio return of each bar
+    market: np.ndarray | None = None      # [trades] market row
+    hold_bars: np.ndarray | None = None   # [trades] exit bar - entry bar
+    weight: np.ndarray | None = None      # [trades] entry value / equity (cash)
 
 
 def trial_profile(params: Mapping[str, Any]) -> tuple[RiskProfile, dict[str, Any]]:
@@ -255,12 +264,7 @@ def trial_profile(params: Mapping[str, Any]) -> tuple[RiskProfile, dict[str, Any
 
 def scan_settings(profile: RiskProfile, scan_keys: Mapping[str, Any]) -> ScanParams:
     """The ScanParams a trader with this profile and these scan keys runs (as the live tick)."""
-    base = ScanParams(aggregator=AggregatorParams(weights=dict(profile.module_weights),
-                                                  entry_threshold=profile.entry_threshold,
-                                                  exit_threshold=profile.exit_threshold,
-                                                  risk_multiplier=profile.risk_multiplier),
-                      profile_max_positions=profile.max_positions_cap)
-    return apply_scan_params(base, scan_keys)
+    return apply_scan_params(scan_params(profile), scan_keys)
 
 
 def simulate(panel: Panel, params: Mapping[str, Any], config: EvaluatorConfig | None = None,
@@ -277,7 +281,7 @@ def simulate(panel: Panel, params: Mapping[str, Any], config: EvaluatorConfig | 
     start = panel.first if start_bar is None else max(start_bar, panel.first)
     ema: dict[str, float] = {}
     held: dict[int, dict[str, float]] = {}
-    entries, r_out, mae_out = [], [], []
+    entries, r_out, mae_out, mk_out, hold_out = [], [], [], [], []
     bar_ret = np.zeros(n)
     o, lo, c = panel.open, panel.low, panel.close
     cost = 2.0 * panel.fee + 2.0 * cfg.slippage
@@ -290,6 +294,8 @@ def simulate(panel: Panel, params: Mapping[str, Any], config: EvaluatorConfig | 
             px = o[i, t] * (1.0 - cfg.slippage)
             bar_ret[t] += weight * (px / p["mark"] - 1.0) - weight * (panel.fee[i] + cfg.slippage)
             entries.append(p["bar"])
+            mk_out.append(i)
+            hold_out.append(t - p["bar"])
             r_out.append(px / p["entry"] - 1.0 - cost[i])
             mae_out.append(min(p["low"], px) / p["entry"] - 1.0 - cost[i])
         pending_exit.clear()
@@ -309,6 +315,8 @@ def simulate(panel: Panel, params: Mapping[str, Any], config: EvaluatorConfig | 
                 px = min(o[i, t], p["stop"]) * (1.0 - cfg.slippage)
                 bar_ret[t] += weight * (px / p["mark"] - 1.0) - weight * (panel.fee[i] + cfg.slippage)
                 entries.append(p["bar"])
+                mk_out.append(i)
+                hold_out.append(t - p["bar"])
                 r_out.append(px / p["entry"] - 1.0 - cost[i])
                 mae_out.append(min(p["low"], lo[i, t]) / p["entry"] - 1.0 - cost[i])
                 del held[i]
@@ -339,12 +347,15 @@ def simulate(panel: Panel, params: Mapping[str, Any], config: EvaluatorConfig | 
     # positions still open at the end are marked at the last close (no exit cost)
     for i, p in held.items():
         entries.append(p["bar"])
+        mk_out.append(i)
+        hold_out.append(n - 1 - p["bar"])
         last = c[i, n - 1] if math.isfinite(c[i, n - 1]) else p["mark"]
         r_out.append(last / p["entry"] - 1.0 - cost[i] / 2)
         mae_out.append(p["low"] / p["entry"] - 1.0 - cost[i] / 2)
     order = np.argsort(np.array(entries, dtype=np.int64), kind="stable")
     return Simulation(np.array(entries, dtype=np.int64)[order], np.array(r_out)[order], np.array(mae_out)[order],
-                      bar_ret)
+                      bar_ret, np.array(mk_out, dtype=np.int64)[order], np.array(hold_out, dtype=np.int64)[order],
+                      np.full(len(entries), weight))
 
 
 class PanelEvaluator:
@@ -379,8 +390,44 @@ class PanelEvaluator:
         n_days = max(1, int(math.ceil(window.days)))
         daily = np.zeros(n_days)
         np.add.at(daily, np.minimum(day, n_days - 1), sim.bar_returns[bars])
+
+        def part(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[in_window]
+
         return WindowResult(sim.r_net[in_window], sim.mae[in_window], ts[sim.entry_bar][in_window], daily,
-                            window.days)
+                            window.days, part(sim.market), part(sim.hold_bars), part(sim.weight))
+
+    def baseline(self, params: Mapping[str, Any], window: Window, *, n_draws: int = 200, seed: int = 0
+                 ) -> dict[str, Any] | None:
+        """The random-entry baseline of the trades entered in ``window``
+        (``strategies.engine.backtest.evidence``, the backtest report's figures): the same
+        number of trades, on the same markets, with the same holding times and weights, their
+        entry bars drawn uniformly over the window's bars (a holding may run past the window's
+        end, as the trade's own did), ``n_draws`` times. Returns the baseline's mean and 5-95 %
+        band, the candidate's excess over its mean (total and per trade) and the candidate's
+        percentile among the draws; None when the evaluator does not track trades' markets."""
+        from strategies.engine.backtest.evidence import percentile_of, random_baseline
+
+        r = self.evaluate(params, window)
+        if r.market is None or r.hold_bars is None or r.weight is None:
+            return None
+        ts, p = self.panel.ts, self.panel
+        a = int(np.searchsorted(ts, window.start))
+        b = int(np.searchsorted(ts, window.end))
+        end = min(p.n_bars, b + (int(r.hold_bars.max()) if r.n_trades else 0))
+        fee = float(np.mean(p.fee)) if len(p.fee) else 0.0
+        if r.n_trades == 0 or b <= a:
+            return {"trades": 0, "draws": n_draws, "seed": seed, "fee": fee, "excess_total": None,
+                    "excess_trade_mean": None, "percentile": None}
+        hold = np.minimum(r.hold_bars, end - a - 1)
+        base = random_baseline(p.close[:, a:end], r.market, hold, r.weight, fee=fee, n_draws=n_draws, seed=seed)
+        totals = base.pop("totals")
+        total = float(r.weight @ r.r_net)
+        mean = float(r.r_net.mean())
+        return {**base, "fee": fee, "strategy_total": total, "strategy_trade_mean": mean,
+                "excess_total": total - base["total_return_mean"],
+                "excess_trade_mean": mean - base["trade_return_mean"],
+                "percentile": percentile_of(total, totals)}
 
     def span(self) -> Window:
         """The window every bar with a full scan window covers."""

@@ -16,6 +16,11 @@ Metrics (all returned, whatever the decision):
 * ``skew`` / ``kurt`` (non-excess; 3 for a normal) of ``r_net``.
 * ``dsr``: deflated Sharpe ratio against the candidate set (when ``trials`` is given) and
   ``pbo``: probability of backtest overfitting of the tuning run (when given).
+* ``baseline_percentile``: where the candidate's trades stand among random entries with the
+  same markets, holding times and stakes (0..100; ``strategies.engine.backtest.evidence``:
+  ``evidence(...)["excess"]["percentile"]`` of its backtest), when given. Reported only: no rule
+  reads it yet (a candidate below the baseline's median with a positive ``e`` rode the market,
+  which ``E_POSITIVE`` and ``DSR_MIN`` do not see; a rule needs figures from real sets first).
 
 Rules, checked in this order; the first failing rule decides and is returned as ``rule``:
 
@@ -211,11 +216,30 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 10) -> dict[str, float | int]:
             "oos_loss_share": oos_loss / len(lg), "n_blocks": n_blocks, "candidates": n}
 
 
+#: figures of the random-entry baseline (``strategies.engine.backtest.evidence``, as the
+#: backtest report computes them; ``PanelEvaluator.baseline``) the gate copies into its
+#: metrics as ``rb_<name>``
+BASELINE_KEYS = ("excess_total", "excess_trade_mean", "percentile", "total_return_mean", "total_return_p05",
+                 "total_return_p95", "trade_return_mean", "trade_return_p05", "trade_return_p95", "draws")
+
+
 def evaluate_gate(r_net: np.ndarray, mae: np.ndarray, days: float, config: GateConfig | None = None,
-                  trials: TrialStats | None = None, pbo: float | None = None) -> GateResult:
-    """The gate decision for one candidate's OOS samples (see the module docstring)."""
+                  trials: TrialStats | None = None, pbo: float | None = None,
+                  baseline_percentile: float | None = None, baseline: dict | None = None) -> GateResult:
+    """The gate decision for one candidate's OOS samples (see the module docstring).
+
+    ``baseline``: the candidate's random-entry baseline on the same OOS trades (the dict of
+    ``PanelEvaluator.baseline``); its figures are reported as ``rb_*`` metrics and its
+    ``percentile`` as ``baseline_percentile`` when that is not given. Reporting only."""
     c = config or GateConfig()
     mt = sample_metrics(r_net, mae, days)
+    if baseline is not None:
+        for key in BASELINE_KEYS:
+            value = baseline.get(key)
+            mt[f"rb_{key}"] = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+        if baseline_percentile is None:
+            baseline_percentile = mt["rb_percentile"]
+    mt["baseline_percentile"] = baseline_percentile
     dsr = None
     if trials is not None and mt["n"] > 1:
         value = deflated_sharpe(mt["sharpe"], mt["n"], mt["skew"], mt["kurt"], trials.n_trials,

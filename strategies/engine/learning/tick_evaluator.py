@@ -16,7 +16,9 @@ them once per data set, and ``PanelScanner`` runs the trial's aggregation on the
 the score EMA and the held markets, exactly as the last step of the live scan. ATR and the
 returns for the correlation check come from the panel's bars.
 
-Bars of any length work; the tuner runs on 1-hour bars (``bench/tune.py``). The books are the
+Bars of any length work; the tuner runs on 1-hour bars of the simulator and on 15-minute bars
+of real files (``bench/tune.py``, ``realdata.load_real``; docs/learning.md gives the trade counts
+and runtimes behind that choice). The books are the
 backtester's ladders with the depth of a minute's traded value (``MarketData``), orders that
 rest longer than a bar are cancelled at the next tick (``max(order_timeout_seconds, bar)``), and
 the profile ticks once per bar (``cadence_seconds`` = the bar), so the guard's volatility
@@ -137,8 +139,9 @@ class TickEvaluator(PanelEvaluator):
         # one tick per bar: the guard's per-tick clocks (volatility baseline, outage hold) count bars
         profile = replace(profile, cadence_seconds=self.panel.bar_seconds)
         settings = scan_settings(profile, scan_keys)
-        baseline = trial_profile({})
-        second = scan_settings(*baseline) if cfg.second_opinion else None
+        base_profile, base_keys = trial_profile({})
+        base_profile = replace(base_profile, cadence_seconds=self.panel.bar_seconds)   # same score EMA
+        second = scan_settings(base_profile, base_keys) if cfg.second_opinion else None
         config = BacktestConfig(profile=profile, cash=cfg.cash, window_bars=cfg.frame_bars, leader_bars=cfg.frame_bars,
                                 spread_bps=cfg.spread_bps, depth_fraction=cfg.depth_fraction,
                                 start_index=self.panel.first, second_params=second)
@@ -166,7 +169,8 @@ def simulation_of(result: BacktestResult, panel: Panel) -> Simulation:
         eq = np.concatenate([[float(result.initial_cash)], result.equity])
         bar_returns[first:first + len(result.equity)] = eq[1:] / eq[:-1] - 1.0
     index = {s: i for i, s in enumerate(panel.symbols)}
-    entry_bar, r_net, mae = [], [], []
+    entry_bar, r_net, mae, market, hold, weight = [], [], [], [], [], []
+    cash = float(result.initial_cash) or 1.0
     for tr in result.trades:
         if tr.entry_value <= 0:
             continue
@@ -178,8 +182,12 @@ def simulation_of(result: BacktestResult, panel: Panel) -> Simulation:
         entry = float(tr.entry_price)
         fees = float(tr.fees) / tr.entry_value
         entry_bar.append(a)
+        market.append(i)
+        hold.append(b - a)
+        weight.append(float(tr.entry_value) / cash)
         r_net.append(tr.return_)
         mae.append(min(low / entry - 1.0, 0.0) - fees if entry > 0 and math.isfinite(low) else -fees)
     order = np.argsort(np.array(entry_bar, dtype=np.int64), kind="stable")
     return Simulation(np.array(entry_bar, dtype=np.int64)[order], np.array(r_net, dtype=np.float64)[order],
-                      np.array(mae, dtype=np.float64)[order], bar_returns)
+                      np.array(mae, dtype=np.float64)[order], bar_returns, np.array(market, dtype=np.int64)[order],
+                      np.array(hold, dtype=np.int64)[order], np.array(weight, dtype=np.float64)[order])

@@ -133,6 +133,7 @@ class TrialRecord:
     tuning_daily: np.ndarray          # daily returns over the tuning part's folds
     seconds: float
     gate: GateResult | None = None
+    baseline: dict[str, Any] | None = None   # hold-out random-entry baseline (evaluator.baseline)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the gate's metrics included)."""
@@ -141,6 +142,8 @@ class TrialRecord:
                "seconds": round(self.seconds, 3)}
         if self.gate is not None:
             out["gate"] = self.gate.to_dict()
+        if self.baseline is not None:
+            out["baseline"] = json_safe(self.baseline)
         return out
 
 
@@ -152,6 +155,7 @@ class TuningResult:
     sharpe_variance: float
     seconds: float
     best: int | None                  # trial number with the best objective
+    gate_min: int = GateConfig().min_samples
 
     @property
     def passed(self) -> list[TrialRecord]:
@@ -159,12 +163,25 @@ class TuningResult:
 
     def summary(self) -> dict[str, Any]:
         counts = {"PASS": 0, "HOLD": 0, "REJECT": 0}
+        rules: dict[str, dict[str, int]] = {"PASS": {}, "HOLD": {}, "REJECT": {}}
+        failures: dict[str, int] = {}
         for t in self.trials:
             if t.gate is not None:
-                counts[t.gate.decision.value] += 1
+                d = t.gate.decision.value
+                counts[d] += 1
+                rules[d][t.gate.rule] = rules[d].get(t.gate.rule, 0) + 1
+                for f in t.gate.failures:
+                    failures[f] = failures.get(f, 0) + 1
+        oos = np.array([t.holdout.n_trades for t in self.trials], dtype=float)
         return {"pbo": self.pbo, "sharpe_variance": self.sharpe_variance, "seconds": round(self.seconds, 2),
                 "trials_per_minute": round(len(self.trials) / self.seconds * 60, 2) if self.seconds > 0 else None,
-                "best_trial": self.best, "decisions": counts, "plan": self.plan.to_dict()}
+                "best_trial": self.best, "decisions": counts,
+                # why: the deciding rule per decision, and how many trials fail each rule at all
+                "decisive_rules": {k: dict(sorted(v.items())) for k, v in rules.items()},
+                "failing_rules": dict(sorted(failures.items())),
+                "oos_trades": ({"min": int(oos.min()), "median": float(np.median(oos)), "max": int(oos.max()),
+                                "reaching_n_min": int((oos >= self.gate_min).sum())} if len(oos) else None),
+                "plan": self.plan.to_dict()}
 
 
 def _fold_score(result: WindowResult) -> float:
@@ -196,11 +213,15 @@ def tune(evaluator: Evaluator, span: Window, n_markets: int, config: TuningConfi
         # out of the regions where nothing trades instead of facing a flat -1
         value = float(scores.mean() - 0.5 * scores.std()) if trades >= c.min_trades else -1.0 + trades / c.min_trades
         holdout = evaluator.evaluate(params, plan.holdout)
+        # the backtest report's random-entry baseline on the hold-out trades (reporting only;
+        # computed now while the evaluator still holds this parameter set's run)
+        base = getattr(evaluator, "baseline", None)
+        baseline = base(params, plan.holdout, seed=c.seed) if callable(base) else None
         record = TrialRecord(trial.number, params, value,
                              [{"start": w.start, "end": w.end, **json_safe(r.summary())}
                               for w, r in zip(plan.folds, results, strict=True)],
                              holdout, np.concatenate([r.daily_returns for r in results]),
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, baseline=baseline)
         records.append(record)
         if on_trial is not None:
             on_trial(record, len(records))
@@ -223,9 +244,9 @@ def tune(evaluator: Evaluator, span: Window, n_markets: int, config: TuningConfi
     for r in records:
         h = r.holdout
         r.gate = evaluate_gate(h.r_net, h.mae, max(h.days, 1e-9), c.gate, trials=stats,
-                               pbo=pbo["pbo"] if pbo else None)
+                               pbo=pbo["pbo"] if pbo else None, baseline=r.baseline)
     best = max(records, key=lambda r: r.objective).number if records else None
-    return TuningResult(records, plan, pbo, variance, time.perf_counter() - started, best)
+    return TuningResult(records, plan, pbo, variance, time.perf_counter() - started, best, c.gate.min_samples)
 
 
 def holdout_metrics(record: TrialRecord) -> dict[str, Any]:
@@ -243,4 +264,10 @@ def describe(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
     """One row per trial for the run's summary table."""
     return [{"number": r.number, "objective": r.objective if math.isfinite(r.objective) else None,
              "decision": r.gate.decision.value if r.gate else None, "rule": r.gate.rule if r.gate else None,
-             "trades_oos": r.holdout.n_trades} for r in records]
+             "trades_oos": r.holdout.n_trades,
+             "excess_oos": _finite((r.baseline or {}).get("excess_total")),
+             "percentile_oos": _finite((r.baseline or {}).get("percentile"))} for r in records]
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None

@@ -43,6 +43,8 @@ class Command(BaseCommand):
         pipe.add_argument("--profile", default="STANDARD",
                           help="risk profile (SAFETY_FIRST, STANDARD, PROFIT_FIRST, CRAZY, AI_MODE); the stored "
                                "profile of that name when the database has one, else the built-in defaults")
+        pipe.add_argument("--builtin", action="store_true",
+                          help="the built-in profile and regime thresholds, not the stored ones (reproducible figures)")
         pipe.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                           help="override one profile parameter (VALUE is JSON: 60, true, [[1, 0.5]]); repeatable")
         pipe.add_argument("--params", help="profile parameter overrides as one JSON object")
