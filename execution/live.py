@@ -23,6 +23,13 @@ fresh, reconciliation expires it otherwise). A crash between 2 and 3 leaves NEW 
 ``submitted_at``: it may be on the venue; ``execution.reconcile.reconcile_trader`` looks it up
 by client order id once the send's lease has passed. A crash after 3 leaves nothing to repair.
 
+Uncertain creates (issue 21): only a definite venue rejection (``is_definite_rejection``: bad
+parameters, funds, keys, 429, 418, a refusal code) books an order REJECTED. Any other failure of
+the create (timeout, reset, 5xx, an unreadable 2xx, no order id, an unknown state, a venue
+"status unknown" code, a bug) leaves it UNKNOWN: reconciliation looks it up by client order id
+until it is found or proven absent, and its position is neither closed nor reopened meanwhile,
+so the trader cannot buy that market again or sell twice.
+
 Inside the tick, ``advance`` only reads from the venue and ``cancel`` only cancels (both safe to
 repeat if the tick rolls back); a re-price or market fallback [EXE-1] is a new NEW row sent after
 commit, once the venue confirmed the parent final (never two live orders of one chain).
@@ -54,7 +61,6 @@ from django.db import transaction
 
 from execution import callstats
 from execution.adapters.base import (
-    AmbiguousOrderError,
     AuthenticationError,
     BannedError,
     Exchange,
@@ -62,9 +68,11 @@ from execution.adapters.base import (
     InsufficientFundsError,
     InvalidOrderError,
     OrderNotFoundError,
+    OrderRejectedError,
     RateLimitedError,
     TransientExchangeError,
     capabilities_of,
+    is_definite_rejection,
     supports_stop_orders,
 )
 from execution.engine.policy import (
@@ -282,7 +290,7 @@ class LiveBroker(Broker):
         if order.status == Order.Status.NEW and order.submitted_at is None:
             _finish(order, Order.Status.CANCELLED, text)     # never sent: nothing on the venue
             return
-        if order.status == Order.Status.NEW:                 # in flight or unknown: reconcile cancels it
+        if order.status in (Order.Status.NEW, Order.Status.UNKNOWN):   # in flight or unknown: reconcile cancels it
             order.execution = {**(order.execution or {}), "cancel": text[:120]}
             order.save(update_fields=["execution", "updated_at"])
             return
@@ -500,7 +508,7 @@ def _failure_code(exc: ExchangeError) -> str:
         return "AUTH_FAILED"
     if isinstance(exc, InsufficientFundsError):
         return "INSUFFICIENT_FUNDS"
-    if isinstance(exc, InvalidOrderError):
+    if isinstance(exc, InvalidOrderError | OrderRejectedError):
         return "VENUE_REJECTED"
     if isinstance(exc, TransientExchangeError):
         return "VENUE_UNAVAILABLE"
@@ -567,11 +575,11 @@ def send(order_id: int, exchange: Exchange, *, view: MarketView | None = None, n
             state = exchange.create_stop_order(request, Decimal(stop_price))
         else:
             state = exchange.create_order(request)
-    except AmbiguousOrderError as exc:
-        _unresolved(order, exc, now)
-        return False
     except ExchangeError as exc:
-        _not_placed(order, exc, now)
+        if is_definite_rejection(exc):
+            _not_placed(order, exc, now)              # the venue said no: nothing is on it
+        else:
+            _unresolved(order, exc, now)              # timeout, 5xx, unreadable, "status unknown"...
         return False
     except Exception as exc:                          # a bug: the call may or may not have gone out
         logger.exception("sending %s failed unexpectedly", order.client_order_id)
@@ -602,7 +610,8 @@ def _followup_unsent(trader, order: Order) -> None:
 
 
 def _not_placed(order: Order, exc: ExchangeError, now: float) -> None:
-    """The venue refused the order (or it never left): rejected, a failure [EXE-3]."""
+    """The venue definitely refused the order (or it never left): rejected, a failure [EXE-3].
+    Only for ``is_definite_rejection``; anything else is ``_unresolved``."""
     from execution.services import record_failure
     from traders.models import Trader
 
@@ -616,15 +625,21 @@ def _not_placed(order: Order, exc: ExchangeError, now: float) -> None:
 
 
 def _unresolved(order: Order, exc: BaseException, now: float) -> None:
-    """The venue may or may not have the order: it stays claimed for reconciliation."""
+    """The venue may or may not have the order: UNKNOWN, looked up by client order id by every
+    reconciliation until resolved. No follow-up: an entry's position stays open (the market is
+    not bought again) and an exit's position is not reopened (it is not sold twice)."""
     from execution.services import record_failure
+    from quantweb.logging import redact
     from traders.models import Trader
 
     with transaction.atomic():
         trader = Trader.objects.select_for_update().get(pk=order.trader_id)
         row = Order.objects.select_for_update().get(pk=order.pk)
-        row.error = f"UNKNOWN_STATE: {exc.__class__.__name__}; reconcile by client order id"[:300]
-        row.save(update_fields=["error", "updated_at"])
+        if row.status not in (Order.Status.NEW, Order.Status.UNKNOWN):
+            return                                    # settled meanwhile (reconciliation found it)
+        row.status = Order.Status.UNKNOWN
+        row.error = f"UNKNOWN_STATE: {exc.__class__.__name__}: {redact(str(exc))}"[:260] + "; reconcile by client order id"
+        row.save(update_fields=["status", "error", "updated_at"])
         _warn(trader, "ORDER_UNKNOWN", f"{row.symbol}: {row.client_order_id} may or may not be on the venue "
               f"({exc.__class__.__name__}); the next reconciliation looks it up", row, critical=True)
         record_failure(trader, row.symbol, "ORDER_UNKNOWN", str(exc)[:200], now=now, order=row)
@@ -705,40 +720,151 @@ def sync_stops(trader_id: int, exchange: Exchange, view: MarketView, *, now: flo
     return placed
 
 
-# -- cancelling on STOP -----------------------------------------------------------------------------
+# -- cancelling on STOP and the kill switches --------------------------------------------------------
+#
+# No venue I/O inside a database transaction (issue 21, item 3): the cancel requests are written
+# in one short transaction, each venue call is made with no transaction of ours open, and each
+# answer is stored in a short transaction of its own under the trader's row lock. A hung venue
+# therefore holds no database lock, and a STOP or an emergency stop is never stuck behind it.
 
-def cancel_live_orders(trader, reason: str, *, exchange: Exchange | None = None, keep_stops: bool = True) -> int:
-    """Cancel a LIVE trader's working orders on the venue (a stopped trader no longer ticks).
-    Resting stops stay (``keep_stops``): they are the positions' only protection while the
-    worker does not tick; their fills are booked when the trader is reconciled again. The caller
-    holds the trader row lock."""
-    orders = Order.objects.select_for_update().filter(trader=trader, mode=LIVE, status__in=OPEN_STATUSES)
+@dataclasses.dataclass
+class CancelReport:
+    """What ``cancel_working_orders`` did: orders that ended cancelled (or filled meanwhile), and
+    one line per order the venue could not confirm (the cancel request stays on the order)."""
+
+    cancelled: int = 0
+    failed: list[str] = dataclasses.field(default_factory=list)
+    left: int = 0                              # unknown to the venue (still in flight, or lost)
+
+
+def _working(trader_id: int, *, keep_stops: bool, purposes: tuple[str, ...] | None):
+    orders = Order.objects.filter(trader_id=trader_id, mode=LIVE, status__in=OPEN_STATUSES)
     if keep_stops:
         orders = orders.exclude(purpose="stop")
-    count = 0
-    venue = callstats.counting(exchange) if exchange is not None else None
-    for order in orders.order_by("id"):
-        if order.status == Order.Status.NEW and order.submitted_at is None:
-            _finish(order, Order.Status.CANCELLED, f"{reason}: never sent")
-            _followup_unsent(trader, order)
-            count += 1
-            continue
-        try:
-            venue = venue or callstats.counting(exchange_for(trader))
-            state = cancel_on_venue(venue, order)
-        except (LiveRefused, ExchangeError) as exc:
-            order.execution = {**(order.execution or {}), "cancel": reason[:120]}
-            order.save(update_fields=["execution", "updated_at"])
-            _warn(trader, "CANCEL_FAILED", f"{order.symbol}: {order.client_order_id} could not be cancelled on the "
-                  f"venue ({exc.__class__.__name__}); reconciliation retries", order, critical=True)
-            continue
+    if purposes is not None:
+        orders = orders.filter(purpose__in=purposes)
+    return orders.order_by("id")
+
+
+def traders_with_working_orders(*, purposes: tuple[str, ...] | None = None, keep_stops: bool = True) -> list[int]:
+    """Ids of the traders with working LIVE orders (of ``purposes``), for the kill switches."""
+    orders = Order.objects.filter(mode=LIVE, status__in=OPEN_STATUSES)
+    if keep_stops:
+        orders = orders.exclude(purpose="stop")
+    if purposes is not None:
+        orders = orders.filter(purpose__in=purposes)
+    return sorted(set(orders.values_list("trader_id", flat=True)))
+
+
+def request_live_cancels(trader, reason: str, *, keep_stops: bool = True,
+                         purposes: tuple[str, ...] | None = None) -> tuple[int, list[int]]:
+    """Database only, in one (possibly the caller's) transaction: never-sent orders end CANCELLED
+    here; every other working order gets a cancel request (``execution["cancel"]``) that the venue
+    step, and failing that reconciliation, carries out. Returns (ended here, ids for the venue)."""
+    from traders.models import Trader
+
+    ended, to_venue = 0, []
+    with transaction.atomic():
+        locked = Trader.objects.select_for_update().get(pk=trader.pk)
+        for order in _working(trader.pk, keep_stops=keep_stops, purposes=purposes).select_for_update():
+            if order.status == Order.Status.NEW and order.submitted_at is None:
+                _finish(order, Order.Status.CANCELLED, f"{reason}: never sent")
+                _followup_unsent(locked, order)
+                ended += 1
+                continue
+            if (order.execution or {}).get("cancel") != reason[:120]:
+                order.execution = {**(order.execution or {}), "cancel": reason[:120]}
+                order.save(update_fields=["execution", "updated_at"])
+            to_venue.append(order.pk)
+    return ended, to_venue
+
+
+def cancel_working_orders(trader_id: int, reason: str, *, exchange: Exchange | None = None, keep_stops: bool = True,
+                          purposes: tuple[str, ...] | None = None) -> CancelReport:
+    """Cancel a LIVE trader's working orders (``purposes``, all but resting stops by default) on
+    the venue; see the section comment. Call it outside a transaction (STOP and the kill switches
+    do); inside one, the venue calls would run under the caller's locks. Never raises for a venue
+    failure, an unreadable answer or a credential that cannot be decrypted: the order keeps its
+    cancel request, a CRITICAL ``CANCEL_FAILED`` event alerts, and the failure is reported."""
+    from traders.models import Trader
+
+    trader = Trader.objects.get(pk=trader_id)
+    report = CancelReport()
+    report.cancelled, to_venue = request_live_cancels(trader, reason, keep_stops=keep_stops, purposes=purposes)
+    if not to_venue:
+        return report
+    try:
+        venue = callstats.counting(exchange if exchange is not None else exchange_for(trader))
+    except Exception as exc:          # LiveRefused, a lost encryption key, an adapter that cannot start
+        for pk in to_venue:
+            _cancel_failed(trader_id, pk, exc, report)
+        return report
+    try:
+        for pk in to_venue:
+            order = Order.objects.get(pk=pk)
+            if order.status not in OPEN_STATUSES:
+                continue                             # settled meanwhile (a tick, reconciliation)
+            try:
+                state = cancel_on_venue(venue, order)            # no transaction of ours is open
+            except OrderNotFoundError:                # in flight, never placed, or lost: asked again
+                report.left += 1
+                report.failed.append(f"{order.client_order_id}: not on the venue (yet)")
+                continue
+            except Exception as exc:                 # ExchangeError, an unparsable answer, a bug
+                _cancel_failed(trader_id, pk, exc, report)
+                continue
+            try:
+                if _store_cancel(trader_id, pk, state, reason):
+                    report.cancelled += 1
+            except Exception as exc:
+                logger.exception("storing the cancel of %s failed", order.client_order_id)
+                _cancel_failed(trader_id, pk, exc, report)
+    finally:
+        if transaction.get_connection().in_atomic_block:     # these cancels join the API error window [RK-4]
+            transaction.on_commit(lambda: callstats.store(trader_id, venue), robust=True)
+        else:
+            callstats.store(trader_id, venue)
+    return report
+
+
+def _store_cancel(trader_id: int, order_id: int, state: OrderState, reason: str) -> bool:
+    """The venue's answer to a cancel, in a short transaction; True when the order is final."""
+    from traders.models import Trader
+
+    with transaction.atomic():
+        trader = Trader.objects.select_for_update().get(pk=trader_id)
+        order = Order.objects.select_for_update().get(pk=order_id)
         settle(trader, order, state, now_ts=int(time.time()))
-        count += int(order.status not in OPEN_STATUSES)
-    _save_money(trader)
-    if venue is not None:              # these cancels join the API error window too [RK-4]
-        trader_id = trader.pk
-        transaction.on_commit(lambda: callstats.store(trader_id, venue), robust=True)
-    return count
+        final = order.status not in OPEN_STATUSES
+        if final:
+            order.execution = {k: v for k, v in (order.execution or {}).items() if k != "cancel"}
+            if not order.error:
+                order.error = reason[:300]
+            order.save(update_fields=["execution", "error", "updated_at"])
+        _save_money(trader)
+    return final
+
+
+def _cancel_failed(trader_id: int, order_id: int, exc: BaseException, report: CancelReport) -> None:
+    from quantweb.logging import redact
+    from traders.models import Trader
+
+    detail = redact(str(exc)).strip()[:120]
+    why = f"{exc.__class__.__name__}: {detail}" if detail else exc.__class__.__name__
+    with transaction.atomic():
+        trader = Trader.objects.get(pk=trader_id)
+        order = Order.objects.get(pk=order_id)
+        report.failed.append(f"{order.client_order_id}: {why}"[:200])
+        _warn(trader, "CANCEL_FAILED", f"{order.symbol}: {order.client_order_id} could not be cancelled on the "
+              f"venue ({why}); the cancel request stays and is retried", order, critical=True)
+
+
+def cancel_live_orders(trader, reason: str, *, exchange: Exchange | None = None, keep_stops: bool = True) -> int:
+    """Cancel a LIVE trader's working orders on the venue (a stopped trader no longer ticks);
+    returns how many ended. Resting stops stay (``keep_stops``): they are the positions' only
+    protection while the worker does not tick; their fills are booked when the trader is
+    reconciled again. ``cancel_working_orders`` with the failures dropped (they are events)."""
+    return cancel_working_orders(trader.pk, reason, exchange=exchange, keep_stops=keep_stops).cancelled
 
 
 # -- the sim venue of a LIVE trader -----------------------------------------------------------------

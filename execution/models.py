@@ -55,6 +55,10 @@ class Order(models.Model):
         CANCELLED = "cancelled"
         REJECTED = "rejected"
         EXPIRED = "expired"
+        # LIVE: the create's outcome is not known (timeout, reset, 5xx, unreadable answer, a venue
+        # "status unknown" code): maybe on the venue. Looked up by client id until resolved; its
+        # position is never closed meanwhile (docs/execution.md section 7).
+        UNKNOWN = "unknown"
 
     trader = models.ForeignKey("traders.Trader", on_delete=models.CASCADE, related_name="orders")
     signal = models.ForeignKey("strategies.Signal", null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")

@@ -54,7 +54,8 @@ from execution.models import Fill, Order, Position, Trade
 
 logger = logging.getLogger(__name__)
 BAR = 60
-OPEN_STATUSES = (Order.Status.NEW, Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
+#: Not final: working, queued, or (LIVE) of unknown outcome, which may still be on the venue.
+OPEN_STATUSES = (Order.Status.NEW, Order.Status.OPEN, Order.Status.PARTIALLY_FILLED, Order.Status.UNKNOWN)
 #: The fill model has every order type (see ``SimulatedVenue.capabilities``).
 FILL_MODEL_CAPABILITIES = VenueCapabilities(post_only=True, ioc=True, fok=True, market_buy_by_qty=True,
                                             market_buy_by_quote=True, stop_orders=False, client_id_max_len=64)

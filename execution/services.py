@@ -69,24 +69,30 @@ def blacklisted_markets(trader, now: float) -> dict[str, int]:
     return dict(MarketBlacklist.objects.filter(trader=trader, until__gt=int(now)).values_list("symbol", "until"))
 
 
-def cancel_open_orders(trader, reason: str, *, exchange=None) -> int:
+def cancel_open_orders(trader, reason: str, *, exchange=None, venue: bool = True) -> int:
     """Cancel every resting order of a trader. PAPER orders live only here. LIVE orders are
-    cancelled on the venue first (``execution.live.cancel_live_orders``); one the venue could not
-    confirm keeps its status and a cancel request that the next reconciliation carries out."""
+    cancelled on the venue (``execution.live.cancel_live_orders``: no venue call inside a
+    transaction of its own); one the venue could not confirm keeps its status and a cancel
+    request. ``venue=False`` (STOP's state phase, inside its transaction): LIVE orders only get
+    the request (never-sent ones end here) and the caller cancels them on the venue after commit."""
     from traders.services import log_event
 
     count = 0
     if trader.mode == "LIVE" or Order.objects.filter(trader=trader, mode="LIVE", status__in=[
             Order.Status.NEW, Order.Status.OPEN, Order.Status.PARTIALLY_FILLED]).exists():
-        from execution.live import cancel_live_orders
+        from execution.live import cancel_live_orders, request_live_cancels
 
-        count += cancel_live_orders(trader, reason, exchange=exchange)
-    for order in Order.objects.select_for_update().filter(
-            trader=trader, status__in=[Order.Status.NEW, Order.Status.OPEN, Order.Status.PARTIALLY_FILLED]
-    ).exclude(mode="LIVE"):
-        order.status, order.error = Order.Status.CANCELLED, reason[:300]
-        order.save(update_fields=["status", "error", "updated_at"])
-        count += 1
-    if count:
-        log_event(trader, "ORDERS_CANCELLED", f"{count} open orders cancelled ({reason})")
+        if venue:
+            count += cancel_live_orders(trader, reason, exchange=exchange)
+        else:
+            count += request_live_cancels(trader, reason)[0]
+    with transaction.atomic():
+        for order in Order.objects.select_for_update().filter(
+                trader=trader, status__in=[Order.Status.NEW, Order.Status.OPEN, Order.Status.PARTIALLY_FILLED]
+        ).exclude(mode="LIVE"):
+            order.status, order.error = Order.Status.CANCELLED, reason[:300]
+            order.save(update_fields=["status", "error", "updated_at"])
+            count += 1
+        if count:
+            log_event(trader, "ORDERS_CANCELLED", f"{count} open orders cancelled ({reason})")
     return count

@@ -33,6 +33,9 @@ SECRET_KEY = env_str("SECRET_KEY") or local_secret(VAR_DIR, "secret_key", genera
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY", []) or [
     local_secret(VAR_DIR, "field_encryption.key", generate_fernet_key)
 ]
+# Audit checkpoints are signed (HMAC-SHA256) with this key, never with SECRET_KEY: whoever can
+# forge sessions still cannot forge a checkpoint (docs/ui-api.md, "Security").
+AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY") or local_secret(VAR_DIR, "audit_hmac.key", generate_secret_key)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -50,6 +53,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "django_q",
+    "axes",
     "traders",
     "strategies",
     "regime",
@@ -68,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused by the axes backend into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "quantweb.urls"
@@ -192,9 +198,40 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
-# Login throttling: this many failures per (username, client) within the window locks it.
+# Login throttling (django-axes, every login form: the login page, admin and any
+# ``authenticate()`` call): LOGIN_MAX_FAILURES failures for one (username, client address) pair
+# lock that pair for LOGIN_LOCKOUT_SECONDS. Attempts live in the database (axes' database
+# handler), so the lockout lasts as configured whatever cache is in use.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: use the socket address,
+# ignore the header, which any client can forge). See docs/ui-api.md, "Security".
+QUANTWEB_TRUSTED_PROXY_COUNT = env_int("QUANTWEB_TRUSTED_PROXY_COUNT", 0)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",   # first: refuses a locked (username, client) pair
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Callables read LOGIN_MAX_FAILURES / LOGIN_LOCKOUT_SECONDS when called, so overrides apply.
+AXES_FAILURE_LIMIT = "traders.auth.failure_limit"
+AXES_COOLOFF_TIME = "traders.auth.cool_off"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "traders.auth.client_ip"
+AXES_USERNAME_CALLABLE = "traders.auth.username_key"   # a keyed hash: no typed password is stored
+AXES_LOCKOUT_CALLABLE = "traders.auth.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lockout ends LOGIN_LOCKOUT_SECONDS after it began
+AXES_VERBOSE = False
+AXES_DISABLE_ACCESS_LOG = True     # successful logins are in the audit log (LOGIN rows) already
+# Signed audit checkpoints (traders.audit): how often the schedule signs the chain's tip, and an
+# append-only copy of every checkpoint outside the database (empty: database only).
+QUANTWEB_AUDIT_CHECKPOINT_MINUTES = env_int("QUANTWEB_AUDIT_CHECKPOINT_MINUTES", 10)
+QUANTWEB_AUDIT_CHECKPOINT_FILE = env_str("QUANTWEB_AUDIT_CHECKPOINT_FILE", str(VAR_DIR / "audit-checkpoints.jsonl"))
+# REST API tokens (rest_framework.authtoken) expire this long after they were issued.
+QUANTWEB_API_TOKEN_TTL_HOURS = env_int("QUANTWEB_API_TOKEN_TTL_HOURS", 30 * 24)
+# JSON request bodies nested deeper or larger than this are a 400 (quantweb/parsers.py).
+QUANTWEB_API_MAX_JSON_DEPTH = env_int("QUANTWEB_API_MAX_JSON_DEPTH", 64)
+QUANTWEB_API_MAX_JSON_BYTES = env_int("QUANTWEB_API_MAX_JSON_BYTES", 1_000_000)
 
 CACHES = {
     "default": (
@@ -203,6 +240,11 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "quantweb_cache"}
     )
 }
+
+# Venue rate-limit and ban state, shared by every worker process of one account through this
+# cache alias (Redis with REDIS_URL, else the database cache table): execution/ratelimit_shared.py.
+QUANTWEB_SHARED_RATELIMIT = env_bool("QUANTWEB_SHARED_RATELIMIT", True)
+QUANTWEB_RATELIMIT_CACHE = "default"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -220,8 +262,15 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header makes a refused or expired token a 401.
+        "traders.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+    ],
+    # JSON bodies are size- and depth-limited: a 100k-deep nesting is a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "quantweb.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -236,7 +285,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # The documented request body is JSON (form posts still parse, for the browsable forms and
     # tests, but a form field has no types: "true" is a string there, which the fuzz would flag).
-    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "PARSER_WHITELIST": ["quantweb.parsers.BoundedJSONParser"],
     "ENUM_NAME_OVERRIDES": {
         "ProfileKeyEnum": "strategies.models.ProfileKey",
         "BacktestStatusEnum": "strategies.models.BacktestStatus",

@@ -1,14 +1,14 @@
 """Production settings: everything from the environment, nothing generated, HTTPS only.
 
 ``DJANGO_SETTINGS_MODULE=quantweb.settings_production python manage.py check --deploy`` is clean
-when SECRET_KEY, FIELD_ENCRYPTION_KEY and ALLOWED_HOSTS are set.
+when SECRET_KEY, FIELD_ENCRYPTION_KEY, AUDIT_HMAC_KEY and ALLOWED_HOSTS are set.
 """
 
 import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-for _required in ("SECRET_KEY", "FIELD_ENCRYPTION_KEY", "ALLOWED_HOSTS"):
+for _required in ("SECRET_KEY", "FIELD_ENCRYPTION_KEY", "AUDIT_HMAC_KEY", "ALLOWED_HOSTS"):
     if not os.environ.get(_required):
         raise ImproperlyConfigured(f"{_required} must be set in production")
 os.environ.setdefault("DEBUG", "false")

@@ -5,14 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 
 from traders import audit
-from traders.admin import ReadOnlyAdmin
+from traders.admin import MaskedSecretsAdminMixin, ReadOnlyAdmin
 from traders.models_alerts import AlertOutbox, AlertSettings
 from traders.views_alerts import AUDITED_FIELDS, AlertSettingsForm
 
 
 @admin.register(AlertSettings)
-class AlertSettingsAdmin(admin.ModelAdmin):
+class AlertSettingsAdmin(MaskedSecretsAdminMixin, admin.ModelAdmin):
     form = AlertSettingsForm
+    secret_fields = ("token", "clear_token")   # write-only; viewers see masked_token
     list_display = ["__str__", "enabled", "min_level", "chat_id", "masked_token", "rate_per_minute", "dedup_seconds",
                     "updated_at"]
     readonly_fields = ["masked_token", "rate_limited_until", "updated_by", "updated_at"]

@@ -55,7 +55,13 @@ class EncryptedSecret(str):
 
 
 class EncryptedTextField(models.TextField):
-    """Stores ciphertext; the Python value is the plaintext (an EncryptedSecret)."""
+    """Stores ciphertext; the Python value is the plaintext (an EncryptedSecret).
+
+    Every value assigned in Python is plaintext and is encrypted on save, even one that starts
+    with ``fernet:``: a key that merely looks like ciphertext is stored encrypted like any other
+    (it used to be stored as is, and then broke every page that read it). Only the database
+    holds ciphertext; ``from_db_value`` is the only place that decrypts.
+    """
 
     def from_db_value(self, value, expression, connection):
         if value is None or value == "":
@@ -65,15 +71,11 @@ class EncryptedTextField(models.TextField):
     def to_python(self, value):
         if value is None or isinstance(value, EncryptedSecret):
             return value
-        if isinstance(value, str) and value.startswith(PREFIX):
-            return EncryptedSecret(decrypt(value))
-        return value
+        return str(value)
 
     def get_prep_value(self, value):
         if value is None or value == "":
             return value
         value = str(value)
-        if value.startswith(PREFIX):
-            return value
         register_secret(value)
         return encrypt(value)

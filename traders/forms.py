@@ -6,6 +6,7 @@ from django import forms
 
 from strategies.models import StrategyProfile
 from traders.models import Credential, Exchange, IntentKind, TraderMode
+from traders.permissions import credentials_for
 
 
 class TraderForm(forms.Form):
@@ -16,6 +17,11 @@ class TraderForm(forms.Form):
                                     label="Seed money (KRW)", help_text="at least the 5,000 KRW minimum order")
     credential = forms.ModelChoiceField(queryset=Credential.objects.all(), required=False,
                                         label="Credential", help_text="optional in PAPER (sim exchange)")
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Non-staff pick from their own credentials only [issue 21 #4].
+        self.fields["credential"].queryset = credentials_for(user)
 
 
 class ModeForm(forms.Form):

@@ -315,8 +315,9 @@ def _r(value: float | None, digits: int = 6) -> float | None:
 
 # -- collection --------------------------------------------------------------------------------
 
-def collect(now: float | None = None) -> MetricsReport:
-    """Every metric for every active trader, in a fixed number of queries."""
+def collect(now: float | None = None, traders=None) -> MetricsReport:
+    """Every metric for every active trader (or for the ``traders`` queryset: a non-staff user's
+    own), in a fixed number of queries."""
     from strategies.services import effective_profile
 
     now = time.time() if now is None else now
@@ -324,7 +325,7 @@ def collect(now: float | None = None) -> MetricsReport:
     since = datetime.fromtimestamp(now - WINDOW_SECONDS, UTC)
     day_open = (EquitySnapshot.objects.filter(trader=OuterRef("pk"), ts__lt=day_start)
                 .order_by("-ts").values("equity")[:1])
-    traders = list(Trader.objects.active().select_related("profile", "config_version")
+    traders = list((Trader.objects.active() if traders is None else traders).select_related("profile", "config_version")
                    .annotate(day_open_equity=Subquery(day_open)).order_by("id"))
     if not traders:
         return MetricsReport(now, [])
@@ -486,11 +487,12 @@ def _correlations(result: dict[int, TraderMetrics], held: dict[int, list[str]],
 
 # -- outputs -----------------------------------------------------------------------------------
 
-def dashboard_metrics(now: float | None = None) -> dict:
-    """Everything the dashboard shows, JSON-safe (floats rounded, None where undefined)."""
+def dashboard_metrics(now: float | None = None, traders=None) -> dict:
+    """Everything the dashboard shows, JSON-safe (floats rounded, None where undefined);
+    ``traders``: only these (a non-staff user's own, traders.permissions)."""
     from traders.alerts import channel_status
 
-    report = collect(now)
+    report = collect(now, traders)
     alerts = channel_status()
     return {
         "generated_at": datetime.fromtimestamp(report.generated_at, UTC).isoformat(),

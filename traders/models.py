@@ -34,6 +34,9 @@ class Credential(models.Model):
     sandbox = models.BooleanField(default=False, help_text="use the venue's testnet where ccxt offers one")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Who may use it (traders.permissions): non-staff see and pick their own credentials only.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="credentials")
 
     class Meta:
         ordering = ["exchange", "label"]
@@ -94,7 +97,12 @@ class Trader(models.Model):
     armed = models.BooleanField(default=False)
     armed_at = models.DateTimeField(null=True, blank=True)
     armed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    paper_protection_started_at = models.DateTimeField(null=True, blank=True)
+    paper_protection_started_at = models.DateTimeField(null=True, blank=True, help_text="first PAPER start")
+    # Paper protection [EXE-4] counts time spent running in PAPER, not wall time: finished PAPER
+    # runs add to paper_seconds; paper_run_started_at is the start of the current one (set
+    # exactly while the trader runs in PAPER; save() keeps the clock, see _tick_paper_clock).
+    paper_seconds = models.PositiveBigIntegerField(default=0, help_text="seconds run in PAPER (finished runs)")
+    paper_run_started_at = models.DateTimeField(null=True, blank=True, help_text="start of the current PAPER run")
     # Per-trader books (several traders may share one exchange account).
     cash = money_field(default=ZERO)
     realised_pnl = money_field(default=ZERO)
@@ -106,6 +114,9 @@ class Trader(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     removed_at = models.DateTimeField(null=True, blank=True)
+    # Who may see and act on it (traders.permissions): non-staff their own only; staff every trader.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="traders")
 
     objects = TraderQuerySet.as_manager()
 
@@ -118,6 +129,12 @@ class Trader(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        update_fields = self._tick_paper_clock(kwargs.get("update_fields"))
+        if update_fields is not None:
+            kwargs["update_fields"] = update_fields
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("trader-detail", args=[self.pk])
@@ -133,12 +150,40 @@ class Trader(models.Model):
         return float((self.equity - self.seed_money) / self.seed_money * 100)
 
     def paper_protection_passed(self, now=None) -> bool:
-        """[EXE-4]: LIVE needs 24 h of paper trading with this strategy first."""
-        if self.paper_protection_started_at is None:
-            return False
-        now = now or timezone.now()
+        """[EXE-4]: LIVE needs 24 h of paper trading with this strategy first: time spent running
+        (RUNNING or PAUSED by the guard) in PAPER mode, summed over runs; stopped time and LIVE
+        time do not count."""
         hours = settings.QUANTWEB_PAPER_PROTECTION_HOURS
-        return now - self.paper_protection_started_at >= timedelta(hours=hours)
+        return self.paper_running_seconds(now) >= timedelta(hours=hours).total_seconds()
+
+    def paper_running_seconds(self, now=None) -> float:
+        """Accumulated PAPER running time, the current run included."""
+        total = float(self.paper_seconds or 0)
+        if self.paper_run_started_at is not None and self._runs_in_paper():
+            total += max(0.0, ((now or timezone.now()) - self.paper_run_started_at).total_seconds())
+        return total
+
+    def _runs_in_paper(self) -> bool:
+        return (self.mode == TraderMode.PAPER and self.status in (TraderStatus.RUNNING, TraderStatus.PAUSED)
+                and self.removed_at is None)
+
+    def _tick_paper_clock(self, update_fields) -> list | None:
+        """Keep paper_run_started_at set exactly while the trader runs in PAPER: a run that ends
+        (stop, error, mode change, removal) adds its seconds to paper_seconds. Called by save()
+        whenever it writes the status, the mode or removed_at, whichever code path changed them."""
+        watched = {"status", "mode", "removed_at"}
+        if update_fields is not None and not watched & set(update_fields):
+            return update_fields
+        now, changed = timezone.now(), False
+        if self._runs_in_paper() and self.paper_run_started_at is None:
+            self.paper_run_started_at, changed = now, True
+        elif not self._runs_in_paper() and self.paper_run_started_at is not None:
+            elapsed = max(0, int((now - self.paper_run_started_at).total_seconds()))
+            self.paper_seconds, self.paper_run_started_at, changed = (self.paper_seconds or 0) + elapsed, None, True
+        if changed and update_fields is not None:
+            update_fields = [*update_fields, *(f for f in ("paper_seconds", "paper_run_started_at")
+                                               if f not in update_fields)]
+        return update_fields
 
 
 class IntentKind(models.TextChoices):
@@ -152,12 +197,14 @@ class IntentKind(models.TextChoices):
     KILL_ALL = "KILL_ALL", "Master kill switch"
     RELEASE_KILL = "RELEASE_KILL", "Release master kill switch"
     EMERGENCY_STOP = "EMERGENCY_STOP", "Emergency stop and liquidate all"
+    TEST_CREDENTIAL = "TEST_CREDENTIAL", "Test a credential's connection"
 
 
 class IntentStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     DONE = "done", "Done"
     REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"           # kept failing; ``result`` says why (traders.services)
 
 
 class Intent(models.Model):
@@ -171,6 +218,10 @@ class Intent(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Retries (traders.services.process_intents): claims so far, and when it may be claimed next
+    # (a lease while applying, the back-off after a failure).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -285,4 +336,5 @@ class EquitySnapshot(models.Model):
 
 
 from traders.models_alerts import AlertOutbox, AlertSettings  # noqa: E402,F401
+from traders.models_audit import AuditCheckpoint  # noqa: E402,F401
 from traders.models_runbook import *  # noqa: E402,F401,F403

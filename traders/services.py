@@ -7,15 +7,16 @@ Workers call ``process_intents`` and carry it out [RT-1].
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Case, F, IntegerField, Q, Value, When
 from django.utils import timezone
 
-from traders import alerts, audit, realtime
+from traders import alerts, audit, permissions, realtime
 from traders.models import (
     Credential,
     Event,
@@ -27,6 +28,7 @@ from traders.models import (
     TraderMode,
     TraderStatus,
 )
+from traders.permissions import can_manage_live, can_operate  # noqa: F401  (one definition)
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,7 @@ MAX_SEED_MONEY = Decimal("100000000000")  # 100 bn KRW: a typo guard, not a busi
 
 # -- permissions ------------------------------------------------------------------------------
 
-def can_operate(user) -> bool:
-    """Operators create, run and stop PAPER traders; viewers only look."""
-    return bool(user and user.is_authenticated and (user.is_staff or user.has_perm("traders.change_trader")))
-
-
-def can_manage_live(user) -> bool:
-    """Only staff manage credentials, arm LIVE and use the kill switches."""
-    return bool(user and user.is_authenticated and user.is_staff)
+# can_operate / can_manage_live: one definition, in traders.permissions (imported above).
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -81,6 +76,8 @@ def create_trader(*, user, name: str, profile, seed_money: Decimal, credential: 
         errors["profile"] = "Choose a strategy profile."
     if credential is not None and credential.exchange != exchange and exchange != "sim":
         errors["credential"] = "The credential is for another exchange."
+    if credential is not None and not permissions.may_use_credential(user, credential):
+        errors["credential"] = "Choose one of your own credentials."
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():
@@ -96,6 +93,7 @@ def create_trader(*, user, name: str, profile, seed_money: Decimal, credential: 
             cash=seed_money,
             equity=seed_money,
             created_by=user,
+            owner=user,
         )
         TraderSafetyState.objects.create(trader=trader, peak_equity=seed_money)
         audit.record("TRADER_CREATED", actor=user, trader=trader, obj=trader, payload={
@@ -112,11 +110,7 @@ def create_trader(*, user, name: str, profile, seed_money: Decimal, credential: 
 # -- intents (web side) -----------------------------------------------------------------------
 
 def _validate_intent(user, trader: Trader | None, kind: str, payload: dict) -> None:
-    staff_only = {IntentKind.ARM, IntentKind.KILL_ALL, IntentKind.RELEASE_KILL, IntentKind.EMERGENCY_STOP}
-    if kind in staff_only and not can_manage_live(user):
-        raise PermissionDenied("only staff may arm LIVE trading or use the kill switches")
-    if not can_operate(user):
-        raise PermissionDenied("you may view traders but not change them")
+    permissions.check_intent(user, trader, kind, payload)   # roles, owner, staff-only LIVE money
     if kind in (IntentKind.KILL_ALL, IntentKind.RELEASE_KILL, IntentKind.EMERGENCY_STOP):
         return
     if trader is None or trader.removed_at is not None:
@@ -125,8 +119,6 @@ def _validate_intent(user, trader: Trader | None, kind: str, payload: dict) -> N
         mode = payload.get("mode")
         if mode not in TraderMode.values:
             raise ValidationError({"mode": "Run mode must be PAPER or LIVE."})
-        if mode == TraderMode.LIVE and not can_manage_live(user):
-            raise PermissionDenied("only staff may switch a trader to LIVE")
         if mode == TraderMode.LIVE and trader.credential_id is None:
             raise ValidationError({"mode": "LIVE needs an exchange credential; this trader has none."})
         if trader.status != TraderStatus.STOPPED:
@@ -305,41 +297,234 @@ def reset_guard(*, user, trader: Trader, reason: str, codes: list[str] | None = 
 
 
 # -- intents (worker side) --------------------------------------------------------------------
+#
+# The control plane always stops (issue 21, item 2). ``process_intents`` claims one due intent at
+# a time with a conditional UPDATE (a lease, so two workers never apply one intent at once, on
+# any database) and applies it in two phases:
+#
+# 1. the state phase, one short transaction without venue I/O: the kill switch, the trader's
+#    status, liquidation flags, cancel requests on the orders. Committed, it is never undone.
+# 2. the venue phase (STOP, KILL_ALL, EMERGENCY_STOP), outside any transaction: working LIVE
+#    orders are cancelled on the venue (``execution.live.cancel_working_orders``).
+#
+# A validation or permission error rejects the intent. Anything else (a venue call that fails
+# or answers nonsense, a credential that cannot be decrypted, a bug) is recorded on the intent,
+# alerted, and retried with back-off; after ``QUANTWEB_INTENT_MAX_ATTEMPTS`` claims the intent is
+# FAILED with its reason. Either way the next intent is applied: one failing intent never blocks
+# another. The kill-switch intents are claimed before any other pending intent.
 
-def process_intents(limit: int = 100) -> int:
-    """Carry out pending intents in order. Safe to run concurrently (rows are claimed)."""
-    done = 0
-    for _ in range(limit):
-        with transaction.atomic():
-            intent = (
-                Intent.objects.select_for_update(skip_locked=True)
-                .filter(status=IntentStatus.PENDING)
-                .order_by("id")
-                .first()
-            )
-            if intent is None:
-                break
-            try:
+SWITCH_KINDS = (IntentKind.KILL_ALL, IntentKind.EMERGENCY_STOP, IntentKind.RELEASE_KILL)
+VENUE_KINDS = (IntentKind.STOP, IntentKind.KILL_ALL, IntentKind.EMERGENCY_STOP, IntentKind.TEST_CREDENTIAL)
+
+
+def _setting(name: str, default: int) -> int:
+    return int(getattr(settings, name, default))
+
+
+def intent_max_attempts() -> int:
+    return max(1, _setting("QUANTWEB_INTENT_MAX_ATTEMPTS", 5))
+
+
+def intent_retry_seconds(attempt: int) -> float:
+    """Back-off after the ``attempt``-th failed claim: base, 2x base, 4x base ... capped."""
+    base = _setting("QUANTWEB_INTENT_RETRY_SECONDS", 10)
+    cap = _setting("QUANTWEB_INTENT_RETRY_MAX_SECONDS", 600)
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def intent_lease_seconds() -> int:
+    """How long a claimed intent is left to its worker before another may claim it again."""
+    return _setting("QUANTWEB_INTENT_LEASE_SECONDS", 120)
+
+
+def _due(now: datetime) -> Q:
+    return Q(status=IntentStatus.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+
+def process_intents(limit: int = 100, *, now: datetime | None = None, venue: bool = True) -> int:
+    """Carry out due intents, kill switches first, then in order; returns how many were handled
+    (applied, rejected, failed or put back for a retry). Never stops at a failing intent; safe to
+    run concurrently. ``venue=False`` (the dispatcher): state phases only, no venue call; the
+    venue phases are left for a ``process_intents`` task (``venue_work_due``). ``now`` is for
+    tests (back-off)."""
+    handled = 0
+    while handled < limit:
+        intent = _claim(now or timezone.now(), state_only=not venue)
+        if intent is None:
+            break
+        handled += 1
+        try:
+            _run_intent(intent, now, venue=venue)
+        except Exception:        # bookkeeping failed: the lease runs out and the claim counts
+            logger.exception("intent %s could not be recorded; it is retried after its lease", intent.pk)
+    return handled
+
+
+def venue_work_due(now: datetime | None = None) -> bool:
+    """Whether an applied intent waits for its venue phase (first run or retry)."""
+    return Intent.objects.filter(_due(now or timezone.now()), processed_at__isnull=False).exists()
+
+
+def _claim(now: datetime, *, state_only: bool = False) -> Intent | None:
+    order = Case(When(kind__in=SWITCH_KINDS, then=Value(0)), default=Value(1), output_field=IntegerField())
+    due = Intent.objects.filter(_due(now))
+    if state_only:
+        due = due.filter(processed_at__isnull=True)
+    candidates = due.annotate(first=order).order_by("first", "id").values_list("pk", flat=True)[:50]
+    for pk in candidates:
+        lease = now + timedelta(seconds=intent_lease_seconds())
+        if Intent.objects.filter(_due(now), pk=pk).update(attempts=F("attempts") + 1, next_attempt_at=lease):
+            return Intent.objects.select_related("trader", "created_by").get(pk=pk)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    from quantweb.logging import redact
+
+    text = redact(str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _run_intent(intent: Intent, now: datetime | None, *, venue: bool = True) -> None:
+    if intent.processed_at is None:                      # the state phase is not committed yet
+        if intent.attempts > intent_max_attempts():      # earlier claims died without a word
+            _give_up(intent, f"not applied after {intent.attempts - 1} attempts (worker crashed or timed out)")
+            return
+        superseded = _superseded_by(intent)
+        if superseded is not None:
+            _finish_intent(intent, IntentStatus.REJECTED, f"superseded by intent #{superseded}")
+            return
+        try:
+            with transaction.atomic():
                 result = _apply_intent(intent)
-                intent.status, intent.result = IntentStatus.DONE, result
-            except (ValidationError, PermissionDenied) as exc:
-                message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-                intent.status, intent.result = IntentStatus.REJECTED, message[:300]
+                intent.result, intent.processed_at = result[:300], timezone.now()
+                if intent.kind not in VENUE_KINDS:
+                    _finish_intent(intent, IntentStatus.DONE, intent.result)
+                    return
+                intent.save(update_fields=["result", "processed_at"])
+        except (ValidationError, PermissionDenied) as exc:
+            message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            with transaction.atomic():
+                _finish_intent(intent, IntentStatus.REJECTED, message)
                 log_event(intent.trader, "INTENT_REJECTED", f"{IntentKind(intent.kind).label} refused: {message}",
                           level=EventLevel.WARN)
-            intent.processed_at = timezone.now()
-            intent.save(update_fields=["status", "result", "processed_at"])
-            audit.record("INTENT_PROCESSED", actor="system", trader=intent.trader_id, obj=intent,
-                         payload={"kind": intent.kind, "status": intent.status, "result": intent.result})
-            done += 1
-    return done
+            return
+        except Exception as exc:
+            logger.warning("intent %s (%s) failed: %s", intent.pk, intent.kind, _describe(exc), exc_info=True)
+            _attempt_failed(intent, _describe(exc), now)
+            return
+    if not venue:                                        # left to a process_intents task, at once
+        Intent.objects.filter(pk=intent.pk, status=IntentStatus.PENDING).update(next_attempt_at=None)
+        return
+    failures = _venue_phase(intent)
+    if failures:
+        _attempt_failed(intent, "venue: " + "; ".join(failures), now)
+    else:
+        _finish_intent(intent, IntentStatus.DONE, _applied(intent))
+
+
+def _applied(intent: Intent) -> str:
+    """What the committed state phase of a venue intent did (its result before any failure)."""
+    if intent.kind == IntentKind.STOP:
+        return "stopped"
+    if intent.kind == IntentKind.TEST_CREDENTIAL:      # the check's outcome (traders.credential_check)
+        return intent.result
+    return "kill switch engaged"
+
+
+def _finish_intent(intent: Intent, status: str, result: str) -> None:
+    with transaction.atomic():
+        intent.status, intent.result, intent.next_attempt_at = status, (result or "")[:300], None
+        intent.processed_at = intent.processed_at or timezone.now()
+        intent.save(update_fields=["status", "result", "processed_at", "next_attempt_at"])
+        audit.record("INTENT_PROCESSED", actor="system", trader=intent.trader_id, obj=intent,
+                     payload={"kind": intent.kind, "status": intent.status, "result": intent.result,
+                              "attempts": intent.attempts})
+
+
+def _attempt_failed(intent: Intent, reason: str, now: datetime | None) -> None:
+    """Record a failed attempt: retried with back-off, or FAILED once the attempts are used up.
+    The state of an applied intent stays committed; only its venue work is retried."""
+    label = IntentKind(intent.kind).label
+    applied = f"{_applied(intent)}; " if intent.processed_at is not None else "not applied: "
+    if intent.attempts >= intent_max_attempts():
+        _give_up(intent, f"{applied}{reason}")
+        return
+    delay = intent_retry_seconds(intent.attempts)
+    with transaction.atomic():
+        intent.result = f"{applied}attempt {intent.attempts} failed: {reason}"[:300]
+        intent.next_attempt_at = (now or timezone.now()) + timedelta(seconds=delay)
+        intent.save(update_fields=["result", "next_attempt_at"])
+        critical = intent.kind in SWITCH_KINDS
+        log_event(intent.trader, "INTENT_RETRY",
+                  f"{label} (intent #{intent.pk}) attempt {intent.attempts} of {intent_max_attempts()} failed: "
+                  f"{reason}; retrying in {delay:.0f} s",
+                  level=EventLevel.CRITICAL if critical else EventLevel.WARN,
+                  data={"intent": intent.pk, "attempt": intent.attempts, "retry_in": delay,
+                        "state_applied": intent.processed_at is not None})
+
+
+def _give_up(intent: Intent, reason: str) -> None:
+    label = IntentKind(intent.kind).label
+    with transaction.atomic():
+        _finish_intent(intent, IntentStatus.FAILED, reason)
+        log_event(intent.trader, "INTENT_FAILED",
+                  f"{label} (intent #{intent.pk}) FAILED after {intent.attempts} attempts: {reason}",
+                  level=EventLevel.CRITICAL, data={"intent": intent.pk, "attempts": intent.attempts})
+
+
+def _superseded_by(intent: Intent) -> int | None:
+    """A kill-switch intent retried after a later one was applied would undo the operator's
+    newer wish: it is dropped instead (an emergency stop only by a release or another one)."""
+    if intent.kind not in SWITCH_KINDS or intent.attempts <= 1:
+        return None
+    kinds = SWITCH_KINDS if intent.kind != IntentKind.EMERGENCY_STOP else \
+        (IntentKind.RELEASE_KILL, IntentKind.EMERGENCY_STOP)
+    return (Intent.objects.filter(pk__gt=intent.pk, kind__in=kinds, processed_at__isnull=False)
+            .exclude(status__in=[IntentStatus.REJECTED, IntentStatus.FAILED]).order_by("pk")
+            .values_list("pk", flat=True).first())
+
+
+def _venue_phase(intent: Intent) -> list[str]:
+    """Cancel working LIVE orders on the venue, outside any transaction; returns the failures
+    (empty when there is nothing to do). Never raises."""
+    from execution.live import cancel_working_orders, traders_with_working_orders
+    from risk.models import KillSwitch
+
+    if intent.kind == IntentKind.TEST_CREDENTIAL:     # one read-only call: traders.credential_check
+        from traders.credential_check import run_check
+
+        return run_check(intent)
+    failures: list[str] = []
+    if intent.kind == IntentKind.STOP:
+        trader = Trader.objects.filter(pk=intent.trader_id).first()
+        if trader is None or trader.status != TraderStatus.STOPPED:
+            return []                      # started again meanwhile: its ticks manage its orders
+        targets, reason, purposes = [trader.pk], "trader stopped", None
+    else:
+        switch = KillSwitch.objects.filter(pk=1).first()
+        if switch is None or not switch.engaged:
+            return []                      # released meanwhile
+        reason = "emergency stop" if intent.kind == IntentKind.EMERGENCY_STOP else "master kill switch"
+        purposes = ("entry",)              # no new exposure; exits (the liquidation) and stops stay
+        targets = traders_with_working_orders(purposes=purposes)
+    for trader_id in targets:
+        try:
+            report = cancel_working_orders(trader_id, reason, purposes=purposes)
+            failures += report.failed
+        except Exception as exc:           # never let one trader's venue stop the others
+            logger.warning("venue phase of intent %s, trader %s: %s", intent.pk, trader_id, _describe(exc),
+                           exc_info=True)
+            failures.append(f"trader {trader_id}: {_describe(exc)}")
+    return failures
 
 
 def _apply_intent(intent: Intent) -> str:
+    """The state phase: database changes only, in the caller's transaction; no venue I/O."""
     from risk.models import KillSwitch
 
     kind, user = intent.kind, intent.created_by
-    if kind in (IntentKind.KILL_ALL, IntentKind.EMERGENCY_STOP, IntentKind.RELEASE_KILL):
+    if kind in SWITCH_KINDS:
         switch = KillSwitch.objects.select_for_update().get_or_create(pk=1)[0]
         switch.engaged = kind != IntentKind.RELEASE_KILL
         switch.reason = intent.payload.get("reason", "") or IntentKind(kind).label
@@ -350,7 +535,15 @@ def _apply_intent(intent: Intent) -> str:
         if kind == IntentKind.EMERGENCY_STOP:
             for trader in Trader.objects.running().select_for_update():
                 _request_liquidation(trader, "EMERGENCY_STOP")
+            _liquidate_stopped_live_traders()   # issue 21 #4: stopped traders' LIVE positions too
+        if kind == IntentKind.RELEASE_KILL:
+            _stop_emergency_restarted()
         return "kill switch engaged" if switch.engaged else "kill switch released"
+
+    if kind == IntentKind.TEST_CREDENTIAL:             # the check itself is the venue phase
+        if user is not None and not can_manage_live(user):
+            raise PermissionDenied("Only staff may test credentials.")
+        return "connection test queued"
 
     trader = Trader.objects.select_for_update().get(pk=intent.trader_id)
     if user is not None:  # re-check at execution time: the trader may have changed since
@@ -407,7 +600,50 @@ def _request_liquidation(trader: Trader, reason: str) -> None:
     log_event(trader, "LIQUIDATION_REQUESTED", f"{trader.name}: close every position ({reason})", level=EventLevel.WARN)
 
 
+EMERGENCY_RESTARTED = "emergency_restarted"
+
+
+def _liquidate_stopped_live_traders() -> None:
+    """EMERGENCY_STOP closes the LIVE positions of stopped traders too: they only tick while
+    running, so each is set running (the engaged kill switch allows no entry) with the liquidate
+    flag and a marker; releasing the kill switch stops them again (_stop_emergency_restarted)."""
+    from execution.models import Position
+    from risk.models import TraderSafetyState
+
+    holders = Position.objects.filter(status=Position.Status.OPEN).values("trader_id")
+    stopped = (Trader.objects.active().select_for_update()
+               .filter(mode=TraderMode.LIVE, status__in=[TraderStatus.STOPPED, TraderStatus.ERROR], pk__in=holders))
+    for trader in stopped:
+        trader.status, trader.status_reason = TraderStatus.RUNNING, "emergency stop: liquidating LIVE positions"
+        trader.save(update_fields=["status", "status_reason"])
+        _request_liquidation(trader, "EMERGENCY_STOP")
+        safety = TraderSafetyState.objects.get(trader=trader)
+        safety.state = {**safety.state, EMERGENCY_RESTARTED: True}
+        safety.save(update_fields=["state"])
+        level = EventLevel.CRITICAL if not trader.armed else EventLevel.WARN
+        log_event(trader, "EMERGENCY_LIQUIDATE_STOPPED",
+                  f"{trader.name} was stopped with open LIVE positions; running it to close them"
+                  + ("" if trader.armed else " (NOT ARMED: no venue order can be sent; close them by hand)"),
+                  level=level)
+
+
+def _stop_emergency_restarted() -> None:
+    """Releasing the kill switch stops again the traders the emergency stop ran only to liquidate."""
+    from risk.models import TraderSafetyState
+
+    for safety in TraderSafetyState.objects.select_for_update().filter(state__has_key=EMERGENCY_RESTARTED):
+        safety.state = {k: v for k, v in safety.state.items() if k != EMERGENCY_RESTARTED}
+        safety.save(update_fields=["state"])
+        trader = Trader.objects.select_for_update().get(pk=safety.trader_id)
+        if trader.status in (TraderStatus.RUNNING, TraderStatus.PAUSED):
+            trader.status, trader.status_reason = TraderStatus.STOPPED, "stopped again after the emergency liquidation"
+            trader.save(update_fields=["status", "status_reason"])
+            log_event(trader, "TRADER_STOPPED", f"{trader.name} stopped again after the emergency liquidation")
+
+
 def _cancel_open_orders(trader: Trader) -> None:
+    """STOP's state phase: PAPER orders end here; LIVE ones get a cancel request (never-sent ones
+    end here) that the venue phase carries out after the commit."""
     from execution.services import cancel_open_orders
 
-    cancel_open_orders(trader, reason="trader stopped")
+    cancel_open_orders(trader, reason="trader stopped", venue=False)

@@ -39,10 +39,13 @@ def enqueue_slow(func: str, *args, **kwargs) -> str:
     return async_task(func, *args, q_options=q_options, **kwargs)
 
 
-def process_intents() -> int:
+def process_intents(venue: bool = True) -> int:
+    """Apply due intents (``traders.services.process_intents``); ``venue=False`` applies their
+    state only and leaves venue calls to a task of their own (the dispatcher never waits on a
+    venue)."""
     from traders.services import process_intents as apply
 
-    return apply()
+    return apply(venue=venue)
 
 
 def collect_market_data(now: float | None = None) -> int:
@@ -87,13 +90,18 @@ def _dispatch(now: float | None) -> dict:
     from traders.models import Trader
 
     now = now if now is not None else time.time()
-    alerts.remember_channel()            # the channel send_direct uses if the database fails later
-    intents = process_intents()
+    failed: dict[str, str] = {}
+    _step("alert channel", alerts.remember_channel, None, failed)  # what send_direct uses if the database fails later
+    # The control plane never holds up the data and the ticks, whatever an intent does (issue 21):
+    # the intents' state here (the kill switches first), their venue calls in a task of their own.
+    intents = _step("intents", lambda: process_intents(venue=False), 0, failed)
     try:
         bars = collect_market_data(now)
     except runbook.rate_limit_errors() as exc:   # a collector hit the venue's limit [AL-3]
         runbook.report_rate_limited(getattr(exc, "exchange", None) or SIM, exc)
         bars = 0
+    except Exception as exc:
+        bars = _step_failed("market data", exc, failed)
     running = []   # (trader id, market-data source): ccxt traders read ccxt:<id> [EX-6]
     for trader_id, exchange, ccxt_id in Trader.objects.running().values_list("id", "exchange", "credential__ccxt_id"):
         try:
@@ -116,11 +124,53 @@ def _dispatch(now: float | None) -> dict:
         async_task("traders.tasks.tick_trader", trader_id, bar_ts, exchange=exchange, enqueued_at=time.time(),
                    task_name=f"tick-{trader_id}-{bar_ts}", group="ticks", q_options={"timeout": 50})
         queued += 1
-    async_task("traders.alerts.drain", q_options={"task_name": "alerts-drain", "group": "alerts", "save": False, "timeout": 45})
+    _step("intent venue work", _enqueue_venue_work, None, failed)
+    _step("alert drain", lambda: async_task("traders.alerts.drain", q_options={
+        "task_name": "alerts-drain", "group": "alerts", "save": False, "timeout": 45}), None, failed)
     summary = {"intents": intents, "bars": bars, "ticks_queued": queued}
     if held_back:
         summary["held_back"] = held_back
+    if failed:
+        summary["failed"] = failed
     return summary
+
+
+def _enqueue_venue_work() -> None:
+    from traders.services import venue_work_due
+
+    if venue_work_due():
+        async_task("traders.tasks.process_intents", task_name="process-intents", q_options={"timeout": 50})
+
+
+def _step(name: str, func, default, failed: dict[str, str]):
+    """Run one dispatcher step; a failure is logged, alerted and noted in the summary, and the
+    cycle goes on. A database outage is left to ``runbook.database_guard`` (the next step would
+    fail the same way)."""
+    try:
+        return func()
+    except Exception as exc:
+        return _step_failed(name, exc, failed, default)
+
+
+def _step_failed(name: str, exc: Exception, failed: dict[str, str], default=0):
+    from django.db import DatabaseError
+
+    if isinstance(exc, DatabaseError) and runbook.probe_database() is not None:
+        raise exc                        # an outage: the guard reports it and waits [AL-3]
+    from quantweb.logging import redact
+
+    text = f"{type(exc).__name__}: {redact(str(exc))}"[:200]
+    failed[name] = text
+    logger.error("dispatcher: %s failed (%s); the cycle goes on", name, text, exc_info=exc)
+    try:
+        from traders.models import EventLevel
+        from traders.services import log_event
+
+        log_event(None, "DISPATCH_STEP_FAILED", f"dispatcher: {name} failed ({text}); the cycle went on",
+                  level=EventLevel.CRITICAL if name == "intents" else EventLevel.WARN, data={"step": name})
+    except Exception:
+        logger.warning("could not record the failed dispatcher step", exc_info=True)
+    return default
 
 
 def tick_trader(trader_id: int, bar_ts: int, exchange: str | None = None, enqueued_at: float | None = None) -> str:

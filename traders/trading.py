@@ -4,6 +4,11 @@ execute -> mark to market, every stage stored with its reasons [SPEC 4, PL-2, RK
 The engines decide (pure functions); this module loads their inputs, stores their outputs and
 books the fills, all inside one transaction that holds the trader's row lock, so a tick never
 runs twice at once and a stale tick is skipped, never replayed.
+
+No venue I/O inside that transaction (issue 21, item 3): a LIVE tick reads the venue before it
+(``execution.snapshot.VenueSnapshot.prefetch``: the working orders by client id, open orders,
+balances), reconciles and decides from what it read, and its cancels and new orders reach the
+venue after the commit. A hung venue delays the tick, never the database.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from execution.marketdata import MarketView, load_view
 from execution.models import Order, Position
 from execution.paper import book_fill, close_if_unfilled, order_from_request, reopen_for_exit
 from execution.reconcile import reconcile_trader
+from execution.snapshot import VenueSnapshot
 from quantweb.db import quantize_money, to_decimal
 from risk.engine.guard import GuardState, Severity, period_starts
 from risk.engine.positions import PositionState
@@ -75,12 +81,18 @@ def trader_profile(trader: Trader) -> RiskProfile:
 
 def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickReport:
     """Tick one trader on the closed bar ``bar_ts``. Idempotent per bar."""
-    trader = Trader.objects.select_related("profile", "config_version", "credential").get(pk=trader_id)
+    # The credential loads (and decrypts) only where a venue client is built: a key that cannot be
+    # decrypted refuses the LIVE tick with its reason instead of failing it (``_read_venue``).
+    trader = Trader.objects.select_related("profile", "config_version").get(pk=trader_id)
     try:
         view = load_view(trader_market_source(trader), bar_ts)
     except (LookupError, ValueError, MarketDataError) as exc:
         log_event(trader, "TICK_SKIPPED", f"no market data for bar {bar_ts}: {exc}", level=EventLevel.WARN)
         return TickReport(trader_id, bar_ts, "no-data")
+    # LIVE: read the venue first, with no transaction open (issue 21, item 3); inside the
+    # transaction the tick's reconciliation and broker are answered from what was read, and
+    # their cancels go out after the commit (``execution.snapshot``).
+    snapshot, venue_error = _read_venue(trader, view, bar_ts)
     with transaction.atomic():
         # No join to the (nullable) credential here: PostgreSQL cannot lock an outer join.
         trader = (Trader.objects.select_for_update(skip_locked=True).select_related("profile", "config_version")
@@ -94,8 +106,16 @@ def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickRe
         # PAPER: the fill model. LIVE: only LIVE + ARMED + paper protection passed gets a venue
         # broker (checked again before every venue call); anything else places nothing [EXE-4].
         profile = trader_profile(trader)
+        factory = None
+        if snapshot is not None:
+            snapshot.freeze()
+            transaction.on_commit(snapshot.thaw)           # before the broker's send phase
+            transaction.on_commit(lambda: snapshot.run_deferred(trader_id), robust=True)
+            factory = lambda t, v: snapshot                # noqa: E731
+        elif venue_error is not None:
+            factory = _refuse_with(venue_error)
         try:
-            broker = broker_for(trader, view, profile=profile)
+            broker = broker_for(trader, view, profile=profile, exchange_factory=factory)
         except LiveRefused:
             trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
             trader.save(update_fields=["last_tick_ts", "last_tick_at"])
@@ -107,6 +127,36 @@ def run_tick(trader_id: int, bar_ts: int, *, now: float | None = None) -> TickRe
         trader.last_tick_ts, trader.last_tick_at = bar_ts, timezone.now()
         trader.save()
     return report
+
+
+def _read_venue(trader: Trader, view: MarketView, bar_ts: int) -> tuple[VenueSnapshot | None, LiveRefused | None]:
+    """Before the tick's transaction: the LIVE venue's snapshot (``execution.snapshot``), or the
+    reason no venue client could be built (a refused or unreadable credential). Nothing for PAPER,
+    for a trader that will not tick, or one the gate refuses (no venue client is built) [EXE-4]."""
+    from django.conf import settings
+
+    from execution import live
+
+    if trader.mode != TraderMode.LIVE or trader.removed_at is not None \
+            or trader.status not in (TraderStatus.RUNNING, TraderStatus.PAUSED) \
+            or (trader.last_tick_ts is not None and bar_ts <= trader.last_tick_ts) \
+            or live.live_refusal(trader) is not None:
+        return None, None
+    try:
+        exchange = live.exchange_for(trader, view)
+    except LiveRefused as exc:
+        return None, exc
+    except Exception as exc:         # a credential that cannot be decrypted, an adapter that fails to start
+        return None, LiveRefused("VENUE_UNAVAILABLE", f"{trader.exchange}: {exc.__class__.__name__}: {exc}")
+    snapshot = VenueSnapshot.of(exchange)
+    snapshot.prefetch(trader.pk, budget=float(getattr(settings, "QUANTWEB_VENUE_READ_BUDGET_SECONDS", 20)))
+    return snapshot, None
+
+
+def _refuse_with(error: LiveRefused):
+    def factory(trader, view):
+        raise error
+    return factory
 
 
 def _tick(trader: Trader, view: MarketView, bar_ts: int, broker=None, profile: RiskProfile | None = None) -> TickReport:
@@ -214,6 +264,10 @@ class PaperPort:
         overrides = self.overrides = scan_overrides(trader.profile, trader.mode)
         params = self.scan_params = apply_scan_params(scan_params(self.profile), overrides.get("scan"),
                                                       overrides.get("bandit_weights"))
+        from dataclasses import replace as _replace
+
+        from regime.thresholds import current_thresholds
+        params = self.scan_params = _replace(params, thresholds=current_thresholds())  # stored [RG-2]
         result = scan(view.candles, books=view.books, tickers=view.tickers, params=params,
                       ema_state=trader.scan_state.get("ema"), held=held, markets=view.markets,
                       leader_history=view.leader_history)
@@ -225,7 +279,8 @@ class PaperPort:
             conflicts, strong = scan_conflicts(result, self.opinion, held)
             agreement = {"conflicts": conflicts, "strong": strong}
         self.scan_run, self.signal_rows = _store_scan(trader, view, self.bar_ts, result, self.scan_ms, ema_in, held,
-                                                      self.profile, overrides, second_opinion=agreement)
+                                                      self.profile, overrides, second_opinion=agreement,
+                                                      regime_thresholds=params.thresholds)
         return result
 
     def second_opinion(self, result: ScanResult, held: dict[str, Direction]) -> SecondOpinion | None:
@@ -454,7 +509,8 @@ def scan_inputs(view: MarketView, ema_in: dict, held: dict, profile_params: dict
 
 
 def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, duration_ms: float, ema_in: dict,
-                held: dict, profile: RiskProfile, overrides: dict | None = None, second_opinion: dict | None = None):
+                held: dict, profile: RiskProfile, overrides: dict | None = None, second_opinion: dict | None = None,
+                regime_thresholds=None):
     from regime import services as regime_services
 
     regime_row = regime_services.store(view.exchange, bar_ts, result.regime)
@@ -466,6 +522,8 @@ def _store_scan(trader, view: MarketView, bar_ts: int, result: ScanResult, durat
                 "effective_profile": profile.to_dict(),
                 # AI MODE's scan overrides (model scan keys, bandit weights) as applied.
                 "scan_overrides": overrides or {},
+                # The regime thresholds in force for this tick (stored versions [RG-2]).
+                **({"regime_thresholds": regime_thresholds.to_json()} if regime_thresholds is not None else {}),
                 # AI MODE with a model: conflicts / strong markets against the deterministic profile [RK-4].
                 **({"second_opinion": second_opinion} if second_opinion is not None else {})},
     )

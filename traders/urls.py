@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from traders import views, views_alerts, views_metrics
+from traders import views, views_alerts, views_credentials, views_metrics
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("strategy/", views.strategy, name="strategy"),
     path("config/", views.config, name="config"),
     path("config/credentials/<int:pk>/delete/", views.credential_delete, name="credential-delete"),
+    path("config/credentials/<int:pk>/test/", views_credentials.credential_test, name="credential-test"),
     path("config/audit-export/", views.audit_export, name="audit-export"),
     path("config/alerts/", views_alerts.alert_settings, name="alert-settings"),
     path("config/alerts/test/", views_alerts.alert_test, name="alert-test"),

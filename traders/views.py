@@ -25,7 +25,7 @@ from execution.models import Order, Position, Trade
 from regime.models import MarketRegime
 from risk.models import KillSwitch
 from strategies.models import ConfigVersion, Signal, StrategyProfile
-from traders import audit, services
+from traders import audit, permissions, services
 from traders.auth import ThrottledAuthenticationForm
 from traders.forms import ActionForm, AuditExportForm, CredentialForm, ModeForm, TraderForm
 from traders.forms_guard import GuardResetForm
@@ -85,13 +85,19 @@ def _last_ids() -> dict[str, int]:
     }
 
 
+def _traders(request, qs=None):
+    """The traders the user may see: staff every one, others their own [issue 21 #4]."""
+    return permissions.traders_for(request.user, Trader.objects.all() if qs is None else qs)
+
+
 @require_GET
 def dashboard(request):
-    traders = list(Trader.objects.active().only("id", "name", "mode", "status", "status_reason"))
+    traders = list(_traders(request, Trader.objects.active()).only("id", "name", "mode", "status", "status_reason"))
     counts = {"total": len(traders), "paper": sum(t.mode == TraderMode.PAPER for t in traders),
               "live": sum(t.mode == TraderMode.LIVE for t in traders)}
     ids = _last_ids()
-    events = list(Event.objects.select_related("trader").only(*EVENT_FIELDS, "trader__name").order_by("-id")[:LOG_ROWS])
+    events = list(permissions.scope_events(Event.objects.select_related("trader"), request.user)
+                  .only(*EVENT_FIELDS, "trader__name").order_by("-id")[:LOG_ROWS])
     chart = {
         "traders": [{"id": t.id, "name": t.name} for t in traders],
         "series": _equity_series([t.id for t in traders]),
@@ -99,7 +105,7 @@ def dashboard(request):
     from traders.metrics import dashboard_metrics
 
     return render(request, "traders/dashboard.html", {
-        "metrics": dashboard_metrics(),
+        "metrics": dashboard_metrics(traders=_traders(request, Trader.objects.active())),
         "regime": MarketRegime.objects.order_by("-bar_ts").first(),
         "counts": counts,
         "traders": traders,
@@ -116,7 +122,7 @@ def dashboard(request):
 def trader_list(request):
     if request.method == "POST" and not services.can_operate(request.user):
         return refused(request, "You may view traders but not create them (operators and staff only).")
-    form = TraderForm(request.POST or None)
+    form = TraderForm(request.POST or None, user=request.user)
     status = 200
     if request.method == "POST":
         if form.is_valid():
@@ -134,7 +140,7 @@ def trader_list(request):
                 messages.success(request, f"Trader {trader.name} created (PAPER, stopped).")
                 return redirect("traders")
         status = 400
-    traders = Trader.objects.active().select_related("profile", "config_version", "credential")
+    traders = _traders(request, Trader.objects.active()).select_related("profile", "config_version", "credential")
     return render(request, "traders/traders.html", {
         "traders": traders,
         "form": form,
@@ -170,7 +176,7 @@ def _bad_next(request) -> HttpResponse | None:
 
 @require_POST
 def trader_action(request, pk: int):
-    trader = get_object_or_404(Trader.objects.active(), pk=pk)
+    trader = get_object_or_404(_traders(request, Trader.objects.active()), pk=pk)
     form = ActionForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest("unknown action")
@@ -179,7 +185,7 @@ def trader_action(request, pk: int):
 
 @require_POST
 def trader_mode(request, pk: int):
-    trader = get_object_or_404(Trader.objects.active(), pk=pk)
+    trader = get_object_or_404(_traders(request, Trader.objects.active()), pk=pk)
     form = ModeForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest("run mode must be PAPER or LIVE")
@@ -224,19 +230,19 @@ def _render_detail(request, trader: Trader, *, status: int = 200, reset_form: Gu
     }, status=status)
 
 
-def _detail_queryset():
-    return Trader.objects.select_related("profile", "config_version", "credential", "safety")
+def _detail_queryset(request):
+    return _traders(request).select_related("profile", "config_version", "credential", "safety")
 
 
 @require_GET
 def trader_detail(request, pk: int):
-    return _render_detail(request, get_object_or_404(_detail_queryset(), pk=pk))
+    return _render_detail(request, get_object_or_404(_detail_queryset(request), pk=pk))
 
 
 @require_POST
 def trader_reset_guard(request, pk: int):
     """Staff clear a guard trip that needs a manual reset, with a reason [RK-4]."""
-    trader = get_object_or_404(_detail_queryset(), pk=pk)
+    trader = get_object_or_404(_detail_queryset(request), pk=pk)
     if not services.can_manage_live(request.user):
         return refused(request, "Only staff may reset a guard trip.")
     form = GuardResetForm(request.POST)
@@ -254,7 +260,7 @@ def trader_reset_guard(request, pk: int):
             return redirect("trader-detail", pk=trader.pk)
     messages.error(request, "Guard not reset: " + "; ".join(
         f"{'' if k == '__all__' else k + ': '}{' '.join(v)}" for k, v in form.errors.items()))
-    return _render_detail(request, _detail_queryset().get(pk=trader.pk), status=400, reset_form=form)
+    return _render_detail(request, _detail_queryset(request).get(pk=trader.pk), status=400, reset_form=form)
 
 
 @require_http_methods(["GET", "POST"])
@@ -301,7 +307,7 @@ def config(request):
             return refused(request, "Only staff may manage credentials.")
         if form.is_valid():
             credential = form.save(commit=False)
-            credential.created_by = request.user
+            credential.created_by = credential.owner = request.user
             credential.save()
             audit.record("CREDENTIAL_ADDED", actor=request.user, obj=credential,
                          payload={"exchange": credential.exchange, "label": credential.label, "key": credential.masked_key})
@@ -309,11 +315,11 @@ def config(request):
             return redirect("config")
         status = 400
     return render(request, "traders/config.html", {
-        "credentials": Credential.objects.all(),
+        "credentials": permissions.credentials_for(request.user),
         "form": form,
         "export_form": AuditExportForm(),
         "can_manage": services.can_manage_live(request.user),
-        "traders": Trader.objects.all(),
+        "traders": _traders(request),
         "audit_kinds": audit.known_kinds(),
     }, status=status)
 
@@ -340,7 +346,13 @@ def audit_export(request):
         return HttpResponse("Bad export filter: " + "; ".join(
             f"{k}: {' '.join(v)}" for k, v in form.errors.items()), status=400, content_type="text/plain")
     data = form.cleaned_data
+    # Non-staff export only their own traders' rows (no platform rows) [issue 21 #4].
     rows = audit.filtered(since=data["since"], until=data["until"], trader_id=data["trader"], kind=data["kind"] or None)
+    if not permissions.is_staff(request.user):
+        mine = _traders(request)
+        if data["trader"] and not mine.filter(pk=data["trader"]).exists():
+            return HttpResponse("Bad export filter: trader: no such trader.", status=404, content_type="text/plain")
+        rows = rows.filter(trader_id__in=mine.values("id"))
     fmt = data["format"]
     audit.record("AUDIT_EXPORTED", actor=request.user, payload={k: v for k, v in data.items() if v})
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")

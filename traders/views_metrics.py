@@ -51,4 +51,8 @@ def metrics(request):
             response["WWW-Authenticate"] = 'Bearer realm="quantweb metrics"'
             return response
         return redirect_to_login(request.get_full_path())
+    if not bearer_ok(request) and not request.user.is_staff:
+        # Every trader's figures: staff and the scraper only [issue 21 #4]; non-staff see their
+        # own traders' metrics on the DASHBOARD and at /api/metrics/.
+        return HttpResponse("the platform metrics are for staff\n", status=403, content_type="text/plain")
     return HttpResponse(prometheus_text(), content_type=CONTENT_TYPE)

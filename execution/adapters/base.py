@@ -70,10 +70,32 @@ class OrderNotFoundError(ExchangeError):
 
 
 class AmbiguousOrderError(ExchangeError):
-    """A create/cancel call may or may not have reached the venue (timeout after sending).
+    """A create/cancel call may or may not have reached the venue (timeout after sending, a
+    dropped connection, 5xx, an unreadable 2xx, an answer without an order id or with an unknown
+    state, a venue code that says "status unknown").
 
     Never retry blindly: look the order up by its client order id [EX-4].
     """
+
+
+class OrderRejectedError(ExchangeError):
+    """The venue answered and refused the order with an error code of its own that is not one
+    of its "status unknown" codes (ccxt's generic ``ExchangeError`` on a create): not placed."""
+
+
+#: Create outcomes that prove the venue did not take the order: it answered and said no (bad
+#: parameters, funds, keys, permissions, 429 rate limit, 418 ban), or the request never left
+#: (our own limiter, a refused precision check). Anything else is UNKNOWN: the order may be on
+#: the venue and is looked up by its client order id until it is found or proven absent.
+DEFINITE_REJECTIONS: tuple[type[ExchangeError], ...] = (
+    InvalidOrderError, InsufficientFundsError, AuthenticationError, RateLimitedError, BannedError,
+    OrderRejectedError,
+)
+
+
+def is_definite_rejection(exc: BaseException) -> bool:
+    """True when a failed create certainly left nothing on the venue (``DEFINITE_REJECTIONS``)."""
+    return isinstance(exc, DEFINITE_REJECTIONS) and not isinstance(exc, AmbiguousOrderError | OrderNotFoundError)
 
 
 @runtime_checkable
@@ -149,14 +171,17 @@ def recover_order(exchange: Exchange, symbol: str, client_order_id: str, cause: 
                   delay: float, sleep: Callable[[float], None], log: logging.Logger) -> OrderState:
     """After a create/cancel call that may have reached the venue, look the order up by its
     client order id instead of sending it again [EX-4]. Raises AmbiguousOrderError when the
-    venue still does not know it: the caller must reconcile before trading that market."""
+    venue still does not know it, or the lookups themselves fail in any way (an outage, a ban,
+    an answer that cannot be read): the outcome stays unknown and the caller must reconcile
+    before trading that market. Nothing else escapes, so a failed lookup is never mistaken for
+    a definite rejection of the create."""
     for attempt in range(attempts):
         sleep(delay * (attempt + 1))
         try:
             return exchange.fetch_order(symbol, client_order_id)
         except OrderNotFoundError:
             log.info("%s: %s not found yet (lookup %d/%d)", exchange.name, client_order_id, attempt + 1, attempts)
-        except TransientExchangeError as exc:
+        except ExchangeError as exc:
             log.warning("%s: lookup of %s failed: %s", exchange.name, client_order_id, exc)
     raise AmbiguousOrderError(f"{cause}; order {client_order_id} not found after {attempts} "
                               "lookups: reconcile by client order id before trading this symbol")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -43,8 +44,10 @@ from execution.adapters.base import (
     InsufficientFundsError,
     InvalidOrderError,
     OrderNotFoundError,
+    OrderRejectedError,
     RateLimitedError,
     TransientExchangeError,
+    is_definite_rejection,
     recover_order,
 )
 from execution.adapters.http import Redactor
@@ -72,6 +75,20 @@ logger = logging.getLogger("quantweb.execution.ccxt")
 D = Decimal
 #: Client order id rules (max length, letters and digits only) where they differ from 36 / [A-Za-z0-9_-].
 CLIENT_ID_RULES: dict[str, tuple[int, bool]] = {"okx": (32, True), "binance": (36, False), "bybit": (36, False)}
+#: Venue error codes that mean "the outcome is unknown" (the order may have been placed). ccxt maps
+#: some of them to classes we already treat as unknown (``OperationFailed``, ``BadResponse``,
+#: ``NetworkError``...), others to a plain ``ExchangeError``: a create failing with one of these is
+#: looked up by client order id, never booked as rejected. See docs/execution.md section 7.
+AMBIGUOUS_CODES: dict[str, frozenset[str]] = {
+    # -1000 UNKNOWN, -1001 DISCONNECTED, -1006 UNEXPECTED_RESP ("execution status unknown"),
+    # -1007 TIMEOUT ("send status unknown; execution status unknown"), -1008 SERVER_BUSY.
+    "binance": frozenset({"-1000", "-1001", "-1006", "-1007", "-1008"}),
+    # 10000 server timeout, 10016 internal/system error.
+    "bybit": frozenset({"10000", "10016"}),
+    # 50001 service unavailable / upgrading, 50004 endpoint timeout ("does not indicate success or failure
+    # of order"), 50013 system busy, 50026 system error, 51149 order timed out.
+    "okx": frozenset({"50001", "50004", "50013", "50026", "51149"}),
+}
 _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
            "cancelled": OrderStatus.CANCELLED, "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
 
@@ -159,6 +176,10 @@ class CcxtExchange:
         # Needed to tell an unparseable answer (ccxt yields None) from a real empty one.
         self._client.enableLastHttpResponse = True
         self._client.enableLastJsonResponse = True
+        # Reconciliation lists every open order of the account (orphans); Binance refuses that
+        # without a symbol unless its higher request weight is acknowledged.
+        if isinstance(getattr(self._client, "options", None), dict):
+            self._client.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
         if sandbox:
             if not (self._client.urls or {}).get("test"):
                 raise ExchangeError(f"{self.name}: ccxt offers no sandbox/testnet for this exchange")
@@ -228,23 +249,37 @@ class CcxtExchange:
             return BannedError(message, until_ts=limiter.on_banned(now))
         if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
             return RateLimitedError(message, retry_after=limiter.on_rate_limited(now))
-        if isinstance(exc, ccxt.AuthenticationError):
+        if isinstance(exc, ccxt.AuthenticationError):         # incl. PermissionDenied, AccountSuspended
             return AuthenticationError(message)
         if isinstance(exc, ccxt.InsufficientFunds):
             return InsufficientFundsError(message)
+        if write and isinstance(exc, ccxt.DuplicateOrderId):
+            # The client id is taken: an earlier request with it may be on the venue. Look it up.
+            return AmbiguousOrderError(message + "; an order with this client id may exist")
         if isinstance(exc, ccxt.OrderNotFound):
             return OrderNotFoundError(message)
         if isinstance(exc, ccxt.InvalidOrder):
             return InvalidOrderError(message)
-        if isinstance(exc, ccxt.OnMaintenance):
-            return TransientExchangeError(message)
-        if isinstance(exc, ccxt.NetworkError):
+        if isinstance(exc, ccxt.OperationFailed):
+            # NetworkError (RequestTimeout, ExchangeNotAvailable, OnMaintenance, InvalidNonce), BadResponse,
+            # NullResponse, CancelPending: the venue did not give a definite answer.
             if write:
                 return AmbiguousOrderError(message + "; the venue may have accepted it")
             return TransientExchangeError(message)
+        if write and self._ambiguous_code(text):
+            return AmbiguousOrderError(message + "; the venue reports the outcome as unknown")
         if write and isinstance(exc, ccxt.BadRequest | ccxt.ArgumentsRequired):
             return InvalidOrderError(message)
+        if write and isinstance(exc, ccxt.ExchangeError):
+            return OrderRejectedError(message)              # answered with a refusal code of its own
         return ExchangeError(message)
+
+    def _ambiguous_code(self, text: str) -> str | None:
+        """The venue's "status unknown" code (``AMBIGUOUS_CODES``) named in an error text."""
+        for code in AMBIGUOUS_CODES.get(self.exchange_id, ()):
+            if re.search(rf"(?<![\w.-]){re.escape(code)}(?![\w.])", text):
+                return code
+        return None
 
     # ------------------------------------------------------------------ market data
 
@@ -415,13 +450,25 @@ class CcxtExchange:
                 price = float(prepared.price) if prepared.price is not None else None
                 raw = self._call(context, self._client.create_order, prepared.symbol, prepared.type.value, side,
                                  float(prepared.qty), price, params, write=True)
-        except AmbiguousOrderError as exc:
+            state = self._answer(raw, prepared.client_order_id, prepared.symbol, context)
+        except ExchangeError as exc:
+            if is_definite_rejection(exc):
+                raise
             logger.warning("%s: %s; looking it up by client order id", self.name, exc)
             return self._recover(prepared.symbol, prepared.client_order_id, str(exc))
-        state = self._order_state(raw, prepared.client_order_id, prepared.symbol)
         if state.qty is None:
             state.qty = prepared.qty
         return state
+
+    def _answer(self, raw: Any, client_order_id: str, symbol: str, context: str) -> OrderState:
+        """The venue's answer to a create/cancel as a state; an answer without an order id or with
+        a status we cannot read is ambiguous (the venue may hold the order)."""
+        if not isinstance(raw, dict) or not raw.get("id"):
+            raise AmbiguousOrderError(f"{self.name} {context}: the answer carries no order id")
+        try:
+            return self._order_state(raw, client_order_id, symbol)
+        except (ExchangeError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            raise AmbiguousOrderError(f"{self.name} {context}: unreadable answer ({exc})") from None
 
     def fetch_order(self, symbol: str, client_order_id: str, *, trigger: bool = False) -> OrderState:
         """Look an order up by client id; ``trigger`` looks in the venue's trigger-order book."""
@@ -453,14 +500,16 @@ class CcxtExchange:
         current = self.fetch_order(symbol, client_order_id, trigger=trigger)
         if current.status.is_final:
             return current
+        context = f"cancel_order {client_order_id}"
         try:
-            raw = self._call(f"cancel_order {client_order_id}", self._client.cancel_order,
+            raw = self._call(context, self._client.cancel_order,
                              current.exchange_order_id, symbol, {"trigger": True} if trigger else {}, write=True)
-        except AmbiguousOrderError as exc:
+            return self._answer(raw, client_order_id, symbol, context)
+        except ExchangeError as exc:
+            if is_definite_rejection(exc) or isinstance(exc, OrderNotFoundError):
+                raise
             logger.warning("%s: %s; looking it up by client order id", self.name, exc)
             return self._recover(symbol, client_order_id, str(exc), trigger=trigger)
-        state = self._order_state(raw, client_order_id, symbol)
-        return state
 
     def _recover(self, symbol: str, client_order_id: str, cause: str, *, trigger: bool = False) -> OrderState:
         venue = _TriggerLookup(self) if trigger else self
@@ -499,10 +548,12 @@ class CcxtExchange:
         try:
             raw = self._call(context, self._client.create_order, prepared.symbol, "market", prepared.side.value,
                              float(prepared.qty), None, params, write=True)
-        except AmbiguousOrderError as exc:
+            state = self._answer(raw, prepared.client_order_id, prepared.symbol, context)
+        except ExchangeError as exc:
+            if is_definite_rejection(exc):
+                raise
             logger.warning("%s: %s; looking it up by client order id", self.name, exc)
             return self._recover(prepared.symbol, prepared.client_order_id, str(exc), trigger=self._trigger_book())
-        state = self._order_state(raw, prepared.client_order_id, prepared.symbol)
         if state.qty is None:
             state.qty = prepared.qty
         return state

@@ -36,6 +36,7 @@ from execution.adapters.base import (
     InvalidOrderError,
     OrderNotFoundError,
     TransientExchangeError,
+    is_definite_rejection,
     recover_order,
 )
 from execution.adapters.http import HttpClient, Redactor
@@ -89,8 +90,9 @@ _INVALID_ORDER_ERRORS = {"under_min_total_bid", "under_min_total_ask", "invalid_
                          "invalid_volume_bid", "invalid_volume_ask", "invalid_price", "invalid_volume",
                          "validation_error", "invalid_parameter", "market_offline", "create_bid_error",
                          "create_ask_error", "invalid_funds", "invalid_side", "invalid_ord_type",
-                         "duplicate_identifier", "identifier_already_used", "over_max_total_bid",
-                         "over_max_total_ask", "invalid_market"}
+                         "over_max_total_bid", "over_max_total_ask", "invalid_market"}
+#: The identifier is taken: an earlier request with it may have been placed. Looked up, never a rejection.
+_DUPLICATE_ID_ERRORS = {"duplicate_identifier", "identifier_already_used"}
 
 
 class UpbitExchange:
@@ -188,6 +190,10 @@ class UpbitExchange:
             return None
         name = str(error.get("name", ""))
         message = self._redactor(f"{context}: HTTP {status} {name}: {error.get('message', '')}")
+        if status >= 500:
+            return None          # a server error is never a definite answer: HttpClient decides (ambiguous)
+        if name in _DUPLICATE_ID_ERRORS:
+            return AmbiguousOrderError(f"{message}; an earlier request with this identifier may have been placed")
         if name in _AUTH_ERRORS or status == 401:
             return AuthenticationError(message)
         if name in _FUNDS_ERRORS:
@@ -489,10 +495,13 @@ class UpbitExchange:
         body = self._order_body(prepared)
         try:
             data = self._call("POST", "/v1/orders", body=body, private=True, idempotent=False)
-        except AmbiguousOrderError as exc:
+            return self._order_state(data, prepared.client_order_id)
+        except ExchangeError as exc:
+            if is_definite_rejection(exc):
+                raise                      # Upbit answered no (4xx with a known error name, 429, 418)
+            # Timeout, reset, 5xx, an unreadable 2xx, no uuid, an unknown state: it may be placed.
             logger.warning("upbit create %s: %s; looking it up by identifier", prepared.client_order_id, exc)
             return self._recover(prepared.symbol, prepared.client_order_id, str(exc))
-        return self._order_state(data, prepared.client_order_id)
 
     def test_order(self, request: OrderRequest) -> OrderState:
         """Validate an order with ``POST /v1/orders/test`` (nothing is placed; Upbit has no sandbox)."""
@@ -507,10 +516,12 @@ class UpbitExchange:
         try:
             data = self._call("DELETE", "/v1/order", params={"identifier": client_order_id}, private=True,
                               idempotent=False)
-        except AmbiguousOrderError as exc:
+            return self._order_state(data, client_order_id)
+        except ExchangeError as exc:
+            if is_definite_rejection(exc) or isinstance(exc, OrderNotFoundError):
+                raise
             logger.warning("upbit cancel %s: %s; looking it up by identifier", client_order_id, exc)
             return self._recover(symbol, client_order_id, str(exc))
-        return self._order_state(data, client_order_id)
 
     def fetch_order(self, symbol: str, client_order_id: str) -> OrderState:
         data = self._call("GET", "/v1/order", params={"identifier": client_order_id}, private=True)

@@ -13,6 +13,10 @@ account through a ``LimiterRegistry``. A limiter combines
 Callers ask ``reserve(now)`` for the delay before they may send; the limiter never sleeps
 itself. Waits are reservations: concurrent callers get increasing delays instead of all waking
 up at once. All methods are thread-safe.
+
+Every worker process has its own limiters; a ``SharedLimitState`` (injected, e.g.
+``execution.ratelimit_shared.CacheLimitState`` on Redis or the database) makes the ban, the
+429 back-off and the request budget of one account common to all of them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import random
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Upbit's documented limits (requests per second, burst). Quotation groups are per IP.
 UPBIT_GROUP_RATES: dict[str, tuple[float, float]] = {
@@ -123,6 +128,23 @@ class BackoffPolicy:
         return delay
 
 
+class SharedLimitState(Protocol):
+    """Rate-limit state shared by every process that uses one account. Times are epoch seconds
+    from the caller's clock. Implementations never raise (a dead store means local limits only)."""
+
+    def banned_until(self, account_id: str) -> float: ...
+
+    def ban(self, account_id: str, until: float) -> None: ...
+
+    def blocked_until(self, account_id: str, group: str) -> float: ...
+
+    def block(self, account_id: str, group: str, until: float) -> None: ...
+
+    def take(self, account_id: str, group: str, now: float, rate: float, burst: float) -> float:
+        """Count one request in the group's shared window; return how long to wait (0: send now)."""
+        ...
+
+
 @dataclass(slots=True)
 class AccountState:
     """What every group of one account shares: the 418 ban."""
@@ -136,9 +158,12 @@ class GroupLimiter:
     """Rate-limit state of one endpoint group of one account."""
 
     def __init__(self, account_id: str, group: str, rate: float, burst: float, account: AccountState,
-                 rng: random.Random, policy: BackoffPolicy, rng_lock: threading.Lock) -> None:
+                 rng: random.Random, policy: BackoffPolicy, rng_lock: threading.Lock,
+                 shared: SharedLimitState | None = None) -> None:
         self.account_id = account_id
         self.group = group
+        self._rate, self._burst = rate, burst
+        self._shared = shared
         self._bucket = TokenBucket(rate, burst)
         self._account = account
         self._rng = rng
@@ -155,6 +180,8 @@ class GroupLimiter:
     def banned_until(self, now: float) -> float | None:
         with self._account.lock:
             until = self._account.banned_until
+        if self._shared is not None:
+            until = max(until, self._shared.banned_until(self.account_id))
         return until if until > now else None
 
     def reserve(self, now: float) -> float:
@@ -163,8 +190,12 @@ class GroupLimiter:
         if until is not None:
             raise BanActive(until)
         with self._lock:
-            wait = self._bucket.reserve(now)
-            return max(wait, self._blocked_until - now, 0.0)
+            wait = max(self._bucket.reserve(now), self._blocked_until - now, 0.0)
+        if self._shared is not None:
+            blocked = self._shared.blocked_until(self.account_id, self.group)
+            wait = max(wait, blocked - now, self._shared.take(self.account_id, self.group, now, self._rate,
+                                                              self._burst))
+        return wait
 
     def on_response(self, now: float, remaining: RemainingReq | None) -> None:
         """A request succeeded: reset the 429 streak and honour the server's remaining count."""
@@ -177,6 +208,8 @@ class GroupLimiter:
             if remaining.second <= 0:
                 # Nothing left in this second: wait for the next one to start.
                 self._blocked_until = max(self._blocked_until, math.floor(now) + 1.0)
+                if self._shared is not None:
+                    self._shared.block(self.account_id, self.group, self._blocked_until)
 
     def on_rate_limited(self, now: float, retry_after: float | None = None) -> float:
         """A 429 arrived: block the group for a jittered, growing delay; returns that delay."""
@@ -186,7 +219,10 @@ class GroupLimiter:
             self._consecutive_429 += 1
             self._blocked_until = max(self._blocked_until, now + delay)
             self._bucket.cap(now, 0.0)
-            return delay
+            blocked_until = self._blocked_until
+        if self._shared is not None:       # every process using the account backs off
+            self._shared.block(self.account_id, self.group, blocked_until)
+        return delay
 
     def on_banned(self, now: float, retry_after: float | None = None) -> float:
         """A 418 arrived: ban the whole account; returns the epoch time the ban ends."""
@@ -198,7 +234,10 @@ class GroupLimiter:
                 seconds = min(self._policy.max_ban_seconds,
                               self._policy.ban_seconds * 2 ** (self._account.bans - 1))
             self._account.banned_until = max(self._account.banned_until, now + seconds)
-            return self._account.banned_until
+            until = self._account.banned_until
+        if self._shared is not None:       # the venue bans the account, not this process
+            self._shared.ban(self.account_id, until)
+        return until
 
     @property
     def consecutive_rate_limits(self) -> int:
@@ -211,8 +250,9 @@ class LimiterRegistry:
 
     def __init__(self, rates: dict[str, tuple[float, float]] | None = None, *,
                  default_rate: tuple[float, float] = (10.0, 10.0), rng: random.Random | None = None,
-                 policy: BackoffPolicy | None = None) -> None:
+                 policy: BackoffPolicy | None = None, shared: SharedLimitState | None = None) -> None:
         self._rates = dict(UPBIT_GROUP_RATES if rates is None else rates)
+        self.shared = shared
         self._default_rate = default_rate
         self._rng = rng if rng is not None else random.Random(0)
         self._rng_lock = threading.Lock()
@@ -229,17 +269,27 @@ class LimiterRegistry:
                 account = self._accounts.setdefault(account_id, AccountState())
                 rate, burst = self._rates.get(group, self._default_rate)
                 limiter = GroupLimiter(account_id, group, rate, burst, account, self._rng, self._policy,
-                                       self._rng_lock)
+                                       self._rng_lock, self.shared)
                 self._groups[key] = limiter
             return limiter
 
     def banned_until(self, account_id: str, now: float) -> float | None:
         with self._lock:
             account = self._accounts.get(account_id)
-        if account is None:
-            return None
-        with account.lock:
-            return account.banned_until if account.banned_until > now else None
+        until = 0.0
+        if account is not None:
+            with account.lock:
+                until = account.banned_until
+        if self.shared is not None:
+            until = max(until, self.shared.banned_until(account_id))
+        return until if until > now else None
+
+    def share(self, shared: SharedLimitState | None) -> None:
+        """Share state through ``shared`` from now on (existing limiters included)."""
+        with self._lock:
+            self.shared = shared
+            for limiter in self._groups.values():
+                limiter._shared = shared
 
 
 _default_registry = LimiterRegistry()

@@ -64,6 +64,7 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"      # may carry a partial fill
     REJECTED = "rejected"
     EXPIRED = "expired"
+    UNKNOWN = "unknown"          # a create whose outcome is not known yet: looked up by client id
 
     @property
     def is_final(self) -> bool:

@@ -246,7 +246,8 @@ def desk(settings):
         request_intent(user=boss, kind=IntentKind.START, trader=trader)
     assert process_intents() == 3
     Trader.objects.filter(pk__in=[traders["healthy"].pk, traders["failing"].pk]).update(
-        mode=TraderMode.LIVE, armed=True, paper_protection_started_at=timezone.now() - timedelta(hours=25))
+        mode=TraderMode.LIVE, armed=True, paper_protection_started_at=timezone.now() - timedelta(hours=25),
+        paper_seconds=25 * 3600)
     tasks.collect_market_data(T0)
     return {name: Trader.objects.get(pk=t.pk) for name, t in traders.items()}
 
@@ -448,3 +449,45 @@ def test_the_window_is_on_the_metrics(desk):
     line = next(x for x in text.splitlines() if x.startswith("quantweb_trader_api_errors_window{")
                 and 'trader="healthy"' in x)
     assert line.endswith(" 2")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_reconciliation_outside_a_tick_calls_the_venue_outside_transactions(desk, monkeypatch):
+    """Issue 21, item 3: the worker's start and ``manage.py reconcile_orders`` read the venue
+    first (``execution.snapshot``) and decide in their transaction from what was read."""
+    from django.core.management import CommandError, call_command
+    from django.db import connection
+
+    from execution.reconcile import reconcile_all
+
+    calls: list[tuple[str, bool]] = []
+
+    class Watched:
+        def __init__(self, venue):
+            self.venue = venue
+            self.name, self.can_trade = venue.name, True
+
+        def __getattr__(self, attr):
+            target = getattr(self.venue, attr)
+            if not callable(target):
+                return target
+
+            def call(*args, **kwargs):
+                calls.append((attr, connection.in_atomic_block))
+                return target(*args, **kwargs)
+            return call
+
+    monkeypatch.setattr(live, "exchange_for", lambda trader, view=None: Watched(PersistentSimExchange(trader, view)))
+    healthy = desk["healthy"]
+    sent_order(healthy, 1)
+    reconcile_all()
+    venue_calls = [c for c in calls if c[0] in ("fetch_order", "open_orders", "balances_detail", "total_balances",
+                                                "balances", "cancel_order")]
+    assert venue_calls and not [c for c in venue_calls if c[1]], calls
+    calls.clear()
+    sent_order(healthy, 2)
+    try:
+        call_command("reconcile_orders", trader=healthy.pk)
+    except CommandError:
+        pass                                      # the unknown orders are reported as differences
+    assert calls and not [c for c in calls if c[1] and c[0] != "capabilities"], calls

@@ -80,11 +80,19 @@ def venue():
     return SimExchange(SimConfig(seed=21, n_markets=4), balances={"KRW": SEED}, warmup_bars=300)
 
 
+def paper_protection_passed() -> dict:
+    """25 h of paper trading, whichever way the trader model counts it (wall time since the first
+    start, or accumulated PAPER running time in ``paper_seconds``)."""
+    names = {f.name for f in Trader._meta.get_fields()}
+    return {"paper_seconds": 25 * 3600} if "paper_seconds" in names else {}
+
+
 @pytest.fixture
 def trader(db):
     t = make_trader(staff_user(username="boss"), name="live-one", seed=SEED)
     Trader.objects.filter(pk=t.pk).update(mode=TraderMode.LIVE, armed=True, status=TraderStatus.RUNNING,
-                                          paper_protection_started_at=timezone.now() - timedelta(hours=25))
+                                          paper_protection_started_at=timezone.now() - timedelta(hours=25),
+                                          **paper_protection_passed())
     t.refresh_from_db()
     return t
 
@@ -126,7 +134,8 @@ def test_broker_for_gives_paper_traders_the_paper_broker_and_builds_no_venue(tra
 ])
 def test_ineligible_live_traders_are_refused_with_a_reason_and_one_event(trader, venue, change, code):
     if "paper_protection_started_at" in change:
-        change = {"paper_protection_started_at": timezone.now() - timedelta(hours=23)}
+        change = {"paper_protection_started_at": timezone.now() - timedelta(hours=23),
+                  **{k: 23 * 3600 for k in paper_protection_passed()}}
     Trader.objects.filter(pk=trader.pk).update(**change)
     trader.refresh_from_db()
     calls = []

@@ -85,11 +85,19 @@ def venue():
     return SimExchange(SimConfig(seed=21, n_markets=4), balances={"KRW": SEED}, warmup_bars=300)
 
 
+def paper_protection_passed() -> dict:
+    """25 h of paper trading, whichever way the trader model counts it (wall time since the first
+    start, or accumulated PAPER running time in ``paper_seconds``)."""
+    names = {f.name for f in Trader._meta.get_fields()}
+    return {"paper_seconds": 25 * 3600} if "paper_seconds" in names else {}
+
+
 @pytest.fixture
 def trader(db):
     t = make_trader(staff_user(username="boss"), name="live-one", seed=SEED)
     Trader.objects.filter(pk=t.pk).update(mode=TraderMode.LIVE, armed=True, status=TraderStatus.RUNNING,
-                                          paper_protection_started_at=timezone.now() - timedelta(hours=25))
+                                          paper_protection_started_at=timezone.now() - timedelta(hours=25),
+                                          **paper_protection_passed())
     t.refresh_from_db()
     return t
 

@@ -95,11 +95,14 @@ def desk(settings):
     assert process_intents() == 4
     now = timezone.now()
     Trader.objects.filter(pk=traders["unarmed"].pk).update(mode=TraderMode.LIVE, armed=False,
-                                                            paper_protection_started_at=now - timedelta(hours=48))
+                                                            paper_protection_started_at=now - timedelta(hours=48),
+                                                            paper_seconds=48 * 3600)
     Trader.objects.filter(pk=traders["unprotected"].pk).update(mode=TraderMode.LIVE, armed=True,
-                                                                paper_protection_started_at=now - timedelta(hours=1))
+                                                                paper_protection_started_at=now - timedelta(hours=1),
+                                                                paper_seconds=3600)
     Trader.objects.filter(pk=traders["eligible"].pk).update(mode=TraderMode.LIVE, armed=True,
-                                                             paper_protection_started_at=now - timedelta(hours=25))
+                                                             paper_protection_started_at=now - timedelta(hours=25),
+                                                             paper_seconds=25 * 3600)
     tasks.collect_market_data(T0)
     return {name: Trader.objects.get(pk=t.pk) for name, t in traders.items()}
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from tests.factories import make_trader
 from traders import audit
+from traders.auth import hash_username
 from traders.models import AuditHead, AuditLog
 
 
@@ -123,6 +124,9 @@ def test_logins_are_audited(client, admin_user):
     assert kinds[:2] == ["LOGIN_FAILED", "LOGIN"]
     failed = AuditLog.objects.get(kind="LOGIN_FAILED")
     assert "wrong" not in json.dumps(failed.payload)
+    # The typed username is kept only as a keyed hash (people type passwords there).
+    assert "boss" not in json.dumps(failed.payload)
+    assert failed.payload["username_hash"] == hash_username("boss")
 
 
 @pytest.mark.django_db
@@ -130,9 +134,11 @@ def test_login_is_throttled(client, admin_user, settings):
     from tests.factories import PASSWORD
 
     settings.LOGIN_MAX_FAILURES = 3
-    for _ in range(3):
+    for _ in range(2):
         assert client.post(reverse("login"), {"username": "boss", "password": "nope"}).status_code == 200
+    # The failure that reaches the limit is answered with the lockout already.
+    assert client.post(reverse("login"), {"username": "boss", "password": "nope"}).status_code == 429
     response = client.post(reverse("login"), {"username": "boss", "password": PASSWORD})
-    assert response.status_code == 200
+    assert response.status_code == 429
     assert b"Too many failed attempts" in response.content
     assert "_auth_user_id" not in client.session

@@ -1,9 +1,12 @@
-"""Roles on every action, pages and API [issue 7 #7, SPEC 13].
+"""Roles on every action, pages and API [issue 7 #7, issue 21 #4, SPEC 13].
 
-viewer (logged in): looks. operator (staff, or the ``traders.change_trader`` permission):
-creates, runs, stops, removes and liquidates PAPER traders. staff: also credentials, LIVE
-(run mode and ARM), guard resets and the kill switches. The pages show only what the role may
-do; the server refuses the rest with a 403 and the reason.
+viewer (logged in): looks at their own traders. operator (the ``traders.change_trader``
+permission): creates, runs, stops, removes and liquidates their own PAPER traders. staff: every
+trader, and alone moves LIVE money (liquidate LIVE, start an armed LIVE trader, arm, PAPER <->
+LIVE), credentials, guard resets and the kill switches. The pages show only what the role may
+do; the server refuses the rest with a 403 and the reason. Each role acts here on a trader it
+owns; tests/traders/test_ownership.py covers other users' traders, test_role_matrix.py every
+cell of the documented matrix.
 """
 
 from __future__ import annotations
@@ -42,19 +45,27 @@ def live_trader(admin_user, credential):
     trader = make_trader(admin_user, name="live-1")
     Trader.objects.filter(pk=trader.pk).update(
         mode=TraderMode.LIVE, credential=credential, exchange="upbit",
-        paper_protection_started_at=timezone.now() - timedelta(days=3))
+        paper_protection_started_at=timezone.now() - timedelta(days=3), paper_seconds=3 * 86400)
     return Trader.objects.get(pk=trader.pk)
 
 
-def login(client, request, role):
+def give(user, *traders) -> None:
+    """Make ``user`` the owner of ``traders`` (non-staff see and act on their own only)."""
+    Trader.objects.filter(pk__in=[t.pk for t in traders]).update(owner=user)
+
+
+def login(client, request, role, *owned):
     user = request.getfixturevalue(role)
     client.force_login(user)
+    give(user, *owned)
     return user
 
 
-def api_as(request, role) -> APIClient:
+def api_as(request, role, *owned) -> APIClient:
     api = APIClient()
-    api.force_authenticate(request.getfixturevalue(role))
+    user = request.getfixturevalue(role)
+    api.force_authenticate(user)
+    give(user, *owned)
     return api
 
 
@@ -65,7 +76,7 @@ def refused(response, message: str) -> bool:
 # -- pages: what each role is shown ------------------------------------------------------------
 
 def test_viewer_sees_no_controls(client, request, trader):
-    login(client, request, "viewer")
+    login(client, request, "viewer", trader)
     html = client.get(reverse("traders")).content.decode()
     assert 'id="add-trader"' not in html and 'id="add-dialog"' not in html
     assert ">RUN<" not in html and ">STOP<" not in html and ">REMOVE<" not in html
@@ -79,13 +90,21 @@ def test_viewer_sees_no_controls(client, request, trader):
 
 
 def test_operator_sees_paper_controls_but_not_live_or_kill_switches(client, request, trader, live_trader):
-    login(client, request, "operator")
+    login(client, request, "operator", trader, live_trader)
     html = client.get(reverse("traders")).content.decode()
     assert 'id="add-trader"' in html and ">RUN<" in html and ">STOP<" in html and ">REMOVE<" in html
     paper_row = html.split(f'<tr data-trader="{trader.pk}">')[1].split("</tr>")[0]
     assert '<option value="LIVE"  disabled title="only staff may switch a trader to LIVE">' in paper_row
+    live_row = html.split(f'<tr data-trader="{live_trader.pk}">')[1].split("</tr>")[0]
+    assert 'value="PAPER"  disabled title="only staff may switch a trader between PAPER and LIVE"' in live_row
+    html = client.get(reverse("trader-detail", args=[trader.pk])).content.decode()
+    assert ">LIQUIDATE<" in html and ">RUN<" in html
+    # LIVE money is staff-only: no LIQUIDATE or ARM; RUN while not armed (no order can be sent).
     html = client.get(reverse("trader-detail", args=[live_trader.pk])).content.decode()
-    assert ">LIQUIDATE<" in html and ">ARM<" not in html
+    assert ">LIQUIDATE<" not in html and ">ARM<" not in html and ">RUN<" in html
+    Trader.objects.filter(pk=live_trader.pk).update(armed=True)
+    html = client.get(reverse("trader-detail", args=[live_trader.pk])).content.decode()
+    assert ">RUN<" not in html and ">STOP<" in html
     assert 'id="kill-switch-controls"' not in client.get(reverse("dashboard")).content.decode()
     assert 'id="add-credential"' not in client.get(reverse("config")).content.decode()
 
@@ -105,19 +124,19 @@ def test_staff_sees_everything(admin_client, trader, live_trader, credential):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_create_trader_page(client, request, role):
-    login(client, request, role)
+    user = login(client, request, role)
     response = client.post(reverse("traders"), {"name": f"by-{role}", "profile": profile().pk, "seed_money": "1000000"})
     if role == "viewer":
         assert refused(response, "You may view traders but not create them")
         assert not Trader.objects.exists()
     else:
-        assert response.status_code == 302 and Trader.objects.filter(name=f"by-{role}").exists()
+        assert response.status_code == 302 and Trader.objects.get(name=f"by-{role}").owner == user
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("action", ["START", "LIQUIDATE"])
 def test_paper_trader_actions_page(client, request, role, action, trader):
-    login(client, request, role)
+    login(client, request, role, trader)
     response = client.post(reverse("trader-action", args=[trader.pk]), {"action": action})
     if role == "viewer":
         assert refused(response, "you may view traders but not change them")
@@ -129,7 +148,7 @@ def test_paper_trader_actions_page(client, request, role, action, trader):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_stop_and_remove_page(client, request, role, trader):
-    login(client, request, role)
+    login(client, request, role, trader)
     for action in ("STOP", "REMOVE"):
         response = client.post(reverse("trader-action", args=[trader.pk]), {"action": action})
         assert response.status_code == (403 if role == "viewer" else 302), (role, action)
@@ -139,7 +158,7 @@ def test_stop_and_remove_page(client, request, role, trader):
 @pytest.mark.parametrize("role", ROLES)
 def test_run_mode_page(client, request, role, trader, credential):
     Trader.objects.filter(pk=trader.pk).update(credential=credential)
-    login(client, request, role)
+    login(client, request, role, trader)
     paper = client.post(reverse("trader-mode", args=[trader.pk]), {"mode": "PAPER"})
     live = client.post(reverse("trader-mode", args=[trader.pk]), {"mode": "LIVE"})
     if role == "viewer":
@@ -154,7 +173,7 @@ def test_run_mode_page(client, request, role, trader, credential):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_arm_live_page(client, request, role, live_trader):
-    login(client, request, role)
+    login(client, request, role, live_trader)
     response = client.post(reverse("trader-action", args=[live_trader.pk]), {"action": "ARM"})
     if role == "admin_user":
         assert response.status_code == 302 and Intent.objects.get().kind == IntentKind.ARM
@@ -217,8 +236,8 @@ def test_bad_redirect_target_is_a_400(admin_client, trader):
 # -- API ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("role", ROLES)
-def test_api_reads_are_open_to_every_role(request, role, trader):
-    api = api_as(request, role)
+def test_api_reads_of_own_traders_are_open_to_every_role(request, role, trader):
+    api = api_as(request, role, trader)
     for url in ("/api/traders/", f"/api/traders/{trader.pk}/", f"/api/traders/{trader.pk}/guard/", "/api/events/",
                 "/api/orders/", "/api/fills/", "/api/positions/", "/api/signals/", "/api/regimes/", "/api/profiles/",
                 "/api/metrics/", "/api/kill-switch/"):
@@ -243,7 +262,7 @@ def test_api_create_trader(request, role):
 @pytest.mark.parametrize("action,kind", [("run", "START"), ("stop", "STOP"), ("remove", "REMOVE"),
                                          ("liquidate", "LIQUIDATE")])
 def test_api_paper_actions(request, role, action, kind, trader):
-    response = api_as(request, role).post(f"/api/traders/{trader.pk}/{action}/")
+    response = api_as(request, role, trader).post(f"/api/traders/{trader.pk}/{action}/")
     if role == "viewer":
         assert response.status_code == 403 and not Intent.objects.exists()
     else:
@@ -255,7 +274,7 @@ def test_api_paper_actions(request, role, action, kind, trader):
 @pytest.mark.parametrize("role", ROLES)
 def test_api_mode_and_arm(request, role, trader, live_trader, credential):
     Trader.objects.filter(pk=trader.pk).update(credential=credential)
-    api = api_as(request, role)
+    api = api_as(request, role, trader, live_trader)
     paper = api.post(f"/api/traders/{trader.pk}/mode/", {"mode": "PAPER"}, format="json")
     live = api.post(f"/api/traders/{trader.pk}/mode/", {"mode": "LIVE"}, format="json")
     arm = api.post(f"/api/traders/{live_trader.pk}/arm/")
@@ -300,9 +319,11 @@ def test_api_credentials(request, role, credential):
 
 def test_login_throttle_blocks_even_the_right_password_and_is_per_client(client, admin_user, settings):
     settings.LOGIN_MAX_FAILURES = 2
-    for _ in range(2):
-        response = client.post(reverse("login"), {"username": "boss", "password": "wrong"}, REMOTE_ADDR="10.0.0.1")
-        assert b"Too many failed attempts" not in response.content
+    response = client.post(reverse("login"), {"username": "boss", "password": "wrong"}, REMOTE_ADDR="10.0.0.1")
+    assert b"Too many failed attempts" not in response.content
+    # The failure that reaches LOGIN_MAX_FAILURES is already answered with the lockout (axes).
+    response = client.post(reverse("login"), {"username": "boss", "password": "wrong"}, REMOTE_ADDR="10.0.0.1")
+    assert response.status_code == 429 and b"Too many failed attempts" in response.content
     response = client.post(reverse("login"), {"username": "boss", "password": PASSWORD}, REMOTE_ADDR="10.0.0.1")
     assert b"Too many failed attempts" in response.content and "_auth_user_id" not in client.session
     # The message does not reveal whether the account exists.

@@ -119,7 +119,10 @@ def test_bootstrap_schedules_the_selftest_on_the_slow_cluster_daily_at_midnight_
     call_command("bootstrap", verbosity=0)             # idempotent
     dispatch = Schedule.objects.get(name="quantweb-dispatch")
     selftest = Schedule.objects.get(name="quantweb-selftest")
-    assert Schedule.objects.count() == 3
+    assert Schedule.objects.count() == 4
+    checkpoint = Schedule.objects.get(name="quantweb-audit-checkpoint")
+    assert (checkpoint.func, checkpoint.schedule_type, checkpoint.minutes, checkpoint.cluster) == (
+        "traders.audit.scheduled_checkpoint", Schedule.MINUTES, 10, None)
     learning = Schedule.objects.get(name="quantweb-learning")
     assert (learning.func, learning.schedule_type, learning.minutes, learning.cluster) == (
         "strategies.tasks_learning.learning_cycle", Schedule.MINUTES, 5, settings.QUANTWEB_SLOW_QUEUE)
@@ -145,7 +148,8 @@ def test_the_trading_clusters_scheduler_leaves_the_slow_schedule_to_the_slow_clu
     scheduler(broker=trading)
     assert Schedule.objects.get(name="quantweb-selftest").next_run == past      # not this cluster's
     assert Schedule.objects.get(name="quantweb-dispatch").next_run > past
-    assert [t["func"] for t in pull(trading)] == ["traders.tasks.dispatch"]
+    assert sorted(t["func"] for t in pull(trading)) == ["traders.audit.scheduled_checkpoint",
+                                                        "traders.tasks.dispatch"]
     assert slow.queue_size() == 0
 
 

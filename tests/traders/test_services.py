@@ -106,7 +106,12 @@ def test_live_needs_credential_paper_protection_and_staff(admin_user):
     assert trader.mode == TraderMode.LIVE
     with pytest.raises(ValidationError, match="paper protection"):
         request_intent(user=admin_user, kind=IntentKind.ARM, trader=trader)
+    # 25 h since the first start is not enough: protection counts time run in PAPER [issue 21 #4].
     Trader.objects.filter(pk=trader.pk).update(paper_protection_started_at=timezone.now() - timedelta(hours=25))
+    trader.refresh_from_db()
+    with pytest.raises(ValidationError, match="paper protection"):
+        request_intent(user=admin_user, kind=IntentKind.ARM, trader=trader)
+    Trader.objects.filter(pk=trader.pk).update(paper_seconds=25 * 3600)
     trader.refresh_from_db()
     request_intent(user=admin_user, kind=IntentKind.ARM, trader=trader)
     process_intents()

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_manage(*args, env_extra: dict, tmp_path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "FIELD_ENCRYPTION_KEY", "DATABASE_URL", "REDIS_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "FIELD_ENCRYPTION_KEY", "AUDIT_HMAC_KEY", "DATABASE_URL",
+                                                             "REDIS_URL")}
     env.update({"QUANTWEB_VAR_DIR": str(tmp_path), **env_extra})
     return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
@@ -24,6 +25,7 @@ def test_production_settings_pass_check_deploy(tmp_path):
         "DJANGO_SETTINGS_MODULE": "quantweb.settings_production",
         "SECRET_KEY": "x" * 20 + "prod-secret-key-with-enough-entropy-1234567890abcdef",
         "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "AUDIT_HMAC_KEY": "audit-hmac-key-with-enough-entropy-0987654321fedcba",
         "ALLOWED_HOSTS": "quantweb.example.org",
     })
     assert result.returncode == 0, result.stdout + result.stderr
@@ -43,3 +45,7 @@ def test_development_defaults_generate_keys_outside_git(tmp_path):
     Fernet(key.encode())  # a valid Fernet key
     assert (tmp_path / "field_encryption.key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "secret_key").read_text().strip() != key
+    # The audit checkpoints' signing key is its own, never SECRET_KEY [issue 21 #7].
+    audit_key = (tmp_path / "audit_hmac.key").read_text().strip()
+    assert len(audit_key) >= 40 and audit_key != (tmp_path / "secret_key").read_text().strip()
+    assert (tmp_path / "audit_hmac.key").stat().st_mode & 0o077 == 0

@@ -142,6 +142,7 @@ def test_reset_guard_page_action(admin_client, halted):
 @pytest.mark.parametrize("role", ["operator", "viewer"])
 def test_only_staff_reset_the_guard(client, request, role, halted):
     client.force_login(request.getfixturevalue(role))
+    Trader.objects.filter(pk=halted.pk).update(owner=request.getfixturevalue(role))   # their own trader
     html = client.get(reverse("trader-detail", args=[halted.pk])).content.decode()
     assert '<tr data-code="MAX_DRAWDOWN">' in html and 'id="reset-guard"' not in html
     response = client.post(reverse("trader-reset-guard", args=[halted.pk]), {"reason": "let me"})

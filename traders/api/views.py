@@ -1,8 +1,10 @@
-"""REST API [issue 7 #6]. Reads are open to any logged-in user; changes go through the same
-services as the pages (intents for trader actions [RT-1]) and the same permission rules
-(``traders.services.can_operate`` / ``can_manage_live``): viewers read, operators create, run and
-stop PAPER traders, staff manage credentials, arm LIVE, reset guard trips and use the kill
-switches. Every list endpoint takes validated filters (``traders.api.filters``)."""
+"""REST API [issue 7 #6, issue 21 #4]. Reads need a login and are scoped to the user's own
+traders (staff: every trader; ``traders.permissions``); changes go through the same services as
+the pages (intents for trader actions [RT-1]) and the same rules: viewers read, operators create
+traders and act on their own, staff alone move LIVE money (liquidate LIVE, start an armed LIVE
+trader, arm, PAPER <-> LIVE), manage credentials, reset guard trips and use the kill switches.
+Another user's trader or row is a 404. Every list endpoint takes validated filters
+(``traders.api.filters``)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from regime.models import MarketRegime
 from risk.models import KillSwitch
 from strategies.models import Signal, StrategyProfile
 from traders import audit, services
+from traders import permissions as perms
 from traders.api import filters as f
 from traders.api import serializers as s
 from traders.api.schema import AutoSchema
@@ -80,11 +83,14 @@ class TraderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
     permission_classes = [permissions.IsAuthenticated, CanOperate]
 
     def get_queryset(self):
-        return Trader.objects.active().select_related("profile", "config_version", "safety").order_by("id")
+        # Non-staff see their own traders only; someone else's is a 404 [issue 21 #4].
+        return perms.traders_for(self.request.user, Trader.objects.active()).select_related(
+            "profile", "config_version", "safety").order_by("id")
 
     @extend_schema(request=s.TraderCreateSerializer, responses={201: s.TraderSerializer})
     def create(self, request):
         body = s.TraderCreateSerializer(data=request.data)
+        body.fields["credential"].queryset = perms.credentials_for(request.user)   # own ones only
         body.is_valid(raise_exception=True)
         trader = _call(services.create_trader, user=request.user, **body.validated_data)
         trader = self.get_queryset().get(pk=trader.pk)
@@ -151,31 +157,43 @@ class TraderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
         return Response(s.GuardSerializer(services.guard_state(self.get_object())).data)
 
 
+class OwnedRowsMixin:
+    """Rows of a trader: non-staff get their own traders' rows only [issue 21 #4]."""
+
+    def get_queryset(self):
+        return perms.scope_by_trader(super().get_queryset(), self.request.user)
+
+
 class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """The action log: non-staff see their traders' rows and platform-wide rows (no trader)."""
+
     serializer_class = s.EventSerializer
     filter_class = f.EventFilter
     queryset = Event.objects.order_by("-id")
 
+    def get_queryset(self):
+        return perms.scope_events(super().get_queryset(), self.request.user)
 
-class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+
+class OrderViewSet(OwnedRowsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.OrderSerializer
     filter_class = f.OrderFilter
     queryset = Order.objects.order_by("-id")
 
 
-class FillViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class FillViewSet(OwnedRowsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.FillSerializer
     filter_class = f.FillFilter
     queryset = Fill.objects.order_by("-id")
 
 
-class PositionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class PositionViewSet(OwnedRowsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.PositionSerializer
     filter_class = f.PositionFilter
     queryset = Position.objects.order_by("-id")
 
 
-class SignalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class SignalViewSet(OwnedRowsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = s.SignalSerializer
     filter_class = f.SignalFilter
     queryset = Signal.objects.order_by("-id")
@@ -200,8 +218,11 @@ class CredentialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
     permission_classes = [permissions.IsAuthenticated, IsStaff]
     queryset = Credential.objects.order_by("id")
 
+    def get_queryset(self):
+        return perms.credentials_for(self.request.user, super().get_queryset())
+
     def perform_create(self, serializer):
-        credential = serializer.save(created_by=self.request.user)
+        credential = serializer.save(created_by=self.request.user, owner=self.request.user)
         audit.record("CREDENTIAL_ADDED", actor=self.request.user, obj=credential,
                      payload={"exchange": credential.exchange, "label": credential.label, "key": credential.masked_key, "via": "api"})
 
@@ -244,7 +265,8 @@ class MetricsView(APIView):
     def get(self, request):
         from traders.metrics import dashboard_metrics
 
-        return Response(s.DashboardMetricsSerializer(dashboard_metrics()).data)
+        mine = perms.traders_for(request.user, Trader.objects.active())
+        return Response(s.DashboardMetricsSerializer(dashboard_metrics(traders=mine)).data)
 
 
 class NotFoundView(APIView):
@@ -271,6 +293,12 @@ class AuditExportView(APIView):
         data = f.validate_query(request, f.AuditExportQuery)
         rows = audit.filtered(since=data.get("since"), until=data.get("until"), trader_id=data.get("trader"),
                               kind=data.get("kind"))
+        if not perms.is_staff(request.user):
+            # Non-staff export their own traders' rows only (no platform rows) [issue 21 #4].
+            mine = perms.traders_for(request.user)
+            if data.get("trader") and not mine.filter(pk=data["trader"]).exists():
+                raise NotFound("No such trader.")
+            rows = rows.filter(trader_id__in=mine.values("id"))
         audit.record("AUDIT_EXPORTED", actor=request.user, payload={**data, "via": "api"})
         fmt = data["format"]
         response = StreamingHttpResponse(audit.export(rows.iterator(chunk_size=2000), fmt),

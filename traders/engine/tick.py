@@ -165,12 +165,25 @@ def derive(candles: Candles, atr_period: int) -> Derived:
     return Derived(atr, returns)
 
 
+#: [SC-3]'s score EMA weight for a one-minute tick; other cadences get the same smoothing per
+#: unit of time (``tick_ema_alpha``), so a score means the same at every tick cadence [CA-2].
+SCORE_EMA_ALPHA_PER_MINUTE = 0.3
+
+
+def tick_ema_alpha(cadence_seconds: int) -> float:
+    """The per-tick EMA weight with the smoothing of ``SCORE_EMA_ALPHA_PER_MINUTE`` per minute:
+    ``1 - 0.7 ** minutes`` (0.3 at 1 minute, 0.83 at 5, ~1 at 15 and longer)."""
+    return 1.0 - (1.0 - SCORE_EMA_ALPHA_PER_MINUTE) ** (max(int(cadence_seconds), 1) / 60.0)
+
+
 def scan_params(profile: RiskProfile) -> ScanParams:
-    """The scan settings a profile implies (weights, thresholds, risk multiplier, cap)."""
+    """The scan settings a profile implies (weights, thresholds, risk multiplier, cap, score
+    calibration, and the score EMA for the profile's tick cadence)."""
     return ScanParams(
         aggregator=AggregatorParams(weights=dict(profile.module_weights), entry_threshold=profile.entry_threshold,
                                     exit_threshold=profile.exit_threshold, risk_multiplier=profile.risk_multiplier,
-                                    calibration=CALIBRATIONS[profile.score_calibration]),
+                                    calibration=CALIBRATIONS[profile.score_calibration],
+                                    ema_alpha=tick_ema_alpha(profile.cadence_seconds)),
         profile_max_positions=profile.max_positions_cap,
     )
 

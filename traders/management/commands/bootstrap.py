@@ -1,5 +1,5 @@
 """Idempotent first-run setup: an admin account if none exists, the cache table, and the
-django-q2 schedules (upserted by name, never duplicated)."""
+django-q2 schedules (upserted by name, never duplicated), the audit checkpoint's included."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ SCHEDULES = [
     ("quantweb-selftest", "traders.tasks.selftest", "DAILY", None, SLOW),
     # labels, bandit, lifecycle promotions, drift check / auto-rollback [AI-1], [AI-4]..[AI-6]
     ("quantweb-learning", "strategies.tasks_learning.learning_cycle", "MINUTES", 5, SLOW),
+    # signed (seq, hash) of the audit chain's tip [issue 21 #7]; a quick task, never queued
+    # behind hours of backtests
+    ("quantweb-audit-checkpoint", "traders.audit.scheduled_checkpoint", "MINUTES",
+     "QUANTWEB_AUDIT_CHECKPOINT_MINUTES", TRADING),
 ]
 
 
@@ -33,6 +37,8 @@ def sync_schedules() -> list[str]:
         # A null cluster is the trading (default) cluster's; a named one is only run by that cluster.
         cluster = settings.QUANTWEB_SLOW_QUEUE if queue == SLOW else None
         defaults = {"func": func, "schedule_type": schedule_type, "repeats": -1, "cluster": cluster}
+        if isinstance(minutes, str):          # the name of a setting, read now (not at import)
+            minutes = getattr(settings, minutes)
         if minutes is not None:
             defaults["minutes"] = minutes
         schedule, created = Schedule.objects.update_or_create(name=name, defaults=defaults)
