@@ -291,6 +291,8 @@ SPECTACULAR_SETTINGS = {
         "BacktestStatusEnum": "strategies.models.BacktestStatus",
         "ModelStatusEnum": "strategies.models.ModelStatus",
         "TuningStatusEnum": "strategies.models_learning.TuningRun.Status",
+        # a tuning run's simulator timeframe and its files' bar share one set of choices
+        "TuningBarEnum": "strategies.learning.BAR_CHOICES",
         "DriftStatusEnum": "strategies.models_learning.DriftCheck.Status",
     },
 }

@@ -527,6 +527,7 @@ SIM_TIMEFRAMES = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14400}
 #: finest bar whose markets x bars fit the K = 60 runtime budget
 #: (``strategies.engine.learning.realdata.auto_bar``; docs/learning.md gives the measurements)
 FILE_BARS = SIM_TIMEFRAMES
+BAR_CHOICES: tuple[str, ...] = tuple(SIM_TIMEFRAMES)       # the API's enum of both (quantweb.settings)
 DEFAULT_FILE_BAR = "auto"
 FILES_ONLY = ("data_files", "bar", "last_days")
 

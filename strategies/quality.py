@@ -242,6 +242,22 @@ def render(rows: Sequence[dict[str, Any]], *, command: str, generated: str) -> s
     ]
     ok = [r for r in rows if "error" not in r]
     one_minute = [r for r in ok if r["timeframe"] == "1m"]
+    in_target = sum(1 for r in one_minute if r["in_target"])
+    edges = [r for r in ok if r["edge"]]
+    below_hold = sum(1 for r in ok if r["total_return"] is not None and r["buy_and_hold"] is not None
+                     and r["total_return"] < r["buy_and_hold"])
+    lines += ["## Summary", "",
+              f"* Entry rates on real 1-minute data: {in_target} of {len(one_minute)} (universe, profile) cells are "
+              "inside issue 14's targets" + (":" if in_target < len(one_minute) else "."),
+              *[f"  {r['universe']} {r['profile']} made {_num(r['entries_per_day'])} entries per day "
+                f"(target {r['target'][0]:g}-{r['target'][1]:g})." for r in one_minute if not r["in_target"]],
+              f"* Edge over random entries: {len(edges)} of {len(ok)} runs"
+              + (" (" + "; ".join(f"{r['universe']} {r['profile']}" for r in edges) + ")." if edges else
+                 ". **No default profile showed an edge on any real data set**: on every universe their "
+                 "trades did no better than the same trades entered at random times. The platform's machinery "
+                 "trades; its default strategy has no demonstrated edge, and these figures say so."),
+              f"* Buy-and-hold of the same universe did better in {below_hold} of {len(ok)} runs.",
+              ""]
     if one_minute:
         lines += ["## Entry rates on real 1-minute data (issue 14 targets)", "",
                   "| universe | days | profile | entries | per day | target | in target |",

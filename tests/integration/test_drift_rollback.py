@@ -3,8 +3,10 @@
 An AI MODE paper trader runs the real tick (scan, guard, checklist, sizing, fill model, books)
 first on STANDARD (the baseline's reference window), then on a deployed model. Then the
 simulator's regime mix is switched through its public configuration (``SimConfig``: shorter
-regime episodes, so CHOP and PANIC come round far more often, with three times the volatility
-and drift) and the hourly drift checks run. The model is rolled back automatically, with the
+regime episodes, three times the volatility, and every drift reversed: the trends the model was
+validated on now run against it) and the hourly drift checks run. (Before the regime engine was
+fitted on real data the switch kept the drift's sign: the scale-free volatility rule now keeps
+the model out of most of that market, so it no longer lost enough to be judged.) The model is rolled back automatically, with the
 rule that decided, its audit row and its CRITICAL event, and the trader is back on STANDARD.
 """
 
@@ -82,7 +84,7 @@ def deploy_then_run(boss, trader, *, switch: bool) -> tuple:
     model.refresh_from_db()
     assert model.status == ModelStatus.PAPER_DEPLOYED, verdicts
     if switch:
-        switch_regime_mix(regime_duration_scale=0.05, vol_scale=3.0, drift_scale=3.0)
+        switch_regime_mix(regime_duration_scale=0.05, vol_scale=3.0, drift_scale=-3.0)
     for _hour in range(6):
         clock.run(60)
         verdicts += learning.check_drift(now=utc(clock.now))

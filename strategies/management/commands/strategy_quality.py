@@ -32,10 +32,21 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
         parser.add_argument("--output", default="docs/strategy-quality.md", help="Markdown file, or - for stdout")
         parser.add_argument("--json", help="also write the raw rows as JSON to this file")
+        parser.add_argument("--from-json", help="render the report from rows a previous run wrote with --json "
+                                                 "(no backtest is run)")
         parser.add_argument("--fit-calibration", action="store_true",
                             help="measure the composite's crossing rates on the 1m universes and print the knots")
 
     def handle(self, *args, **options):
+        if options["from_json"]:
+            try:
+                rows = json.loads(Path(options["from_json"]).read_text())
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"cannot read {options['from_json']}: {exc}") from None
+            generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            self._write(options["output"], render(rows, command="python manage.py strategy_quality",
+                                                  generated=generated))
+            return
         root = Path(options["data_dir"])
         if not root.is_dir():
             raise CommandError(f"data folder not found: {root}")
