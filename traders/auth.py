@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from datetime import timedelta
 
 from django.conf import settings
@@ -32,24 +33,35 @@ def cool_off(request: HttpRequest | None = None) -> timedelta:
     return timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS)
 
 
-def client_ip(request: HttpRequest | None) -> str:
+def client_ip(request: HttpRequest | None) -> str | None:
     """The client's address: the socket's, or, behind ``QUANTWEB_TRUSTED_PROXY_COUNT`` reverse
     proxies that each append to X-Forwarded-For, the address the outermost proxy saw.
 
     Entries left of that one are whatever the client sent and are ignored: a client cannot
     choose the address it is throttled under. A request with fewer entries than trusted proxies
-    did not come through them, and its socket address is used.
+    did not come through them, and its socket address is used. Anything that is not an IP
+    address (no socket address in a test client, junk in the header) is None: axes stores the
+    address in an IP column, which PostgreSQL validates.
     """
     if request is None:
-        return "unknown"
-    remote = request.META.get("REMOTE_ADDR") or "unknown"
+        return None
+    remote = _valid_ip(request.META.get("REMOTE_ADDR"))
     proxies = settings.QUANTWEB_TRUSTED_PROXY_COUNT
     if proxies <= 0:
         return remote
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
     if len(forwarded) < proxies:
         return remote
-    return forwarded[-proxies][:64]
+    return _valid_ip(forwarded[-proxies])
+
+
+def _valid_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()[:64]))
+    except ValueError:
+        return None
 
 
 def hash_username(username: str) -> str:

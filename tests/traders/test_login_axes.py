@@ -112,3 +112,18 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_the_key(client, admin_us
     # The attacker cannot lock out boss's own client behind the same proxy.
     response = _login(client, "boss", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.7", **proxy)
     assert response.status_code == 302 and _logged_in(client)
+
+
+def test_an_address_that_is_not_an_ip_is_none(rf, settings):
+    """axes keeps the address in an IP column (PostgreSQL validates it): junk in the forwarded
+    header or no socket address must not reach it."""
+    from traders.auth import client_ip
+
+    settings.QUANTWEB_TRUSTED_PROXY_COUNT = 1
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR="not-an-ip", REMOTE_ADDR="10.0.0.1")) is None
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="10.0.0.1")) == "203.0.113.9"
+    settings.QUANTWEB_TRUSTED_PROXY_COUNT = 0
+    request = rf.get("/")
+    request.META.pop("REMOTE_ADDR", None)
+    assert client_ip(request) is None
+    assert client_ip(None) is None
