@@ -128,7 +128,7 @@ def test_the_score_ema_smooths_per_unit_of_time_at_every_cadence():
 
     from traders.engine.tick import tick_ema_alpha
 
-    assert tick_ema_alpha(60) == pytest.approx(0.3)                 # [SC-3] at the live cadence
+    assert tick_ema_alpha(60) == 0.3                                # [SC-3] at the live cadence, exactly
     assert tick_ema_alpha(300) == pytest.approx(1 - 0.7 ** 5)
     # five one-minute ticks of a constant score weigh it as much as one five-minute tick
     one = 0.0

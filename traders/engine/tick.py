@@ -173,7 +173,8 @@ SCORE_EMA_ALPHA_PER_MINUTE = 0.3
 def tick_ema_alpha(cadence_seconds: int) -> float:
     """The per-tick EMA weight with the smoothing of ``SCORE_EMA_ALPHA_PER_MINUTE`` per minute:
     ``1 - 0.7 ** minutes`` (0.3 at 1 minute, 0.83 at 5, ~1 at 15 and longer)."""
-    return 1.0 - (1.0 - SCORE_EMA_ALPHA_PER_MINUTE) ** (max(int(cadence_seconds), 1) / 60.0)
+    # rounded so that one minute gives 0.3 exactly (not 0.30000000000000004)
+    return round(1.0 - (1.0 - SCORE_EMA_ALPHA_PER_MINUTE) ** (max(int(cadence_seconds), 1) / 60.0), 12)
 
 
 def scan_params(profile: RiskProfile) -> ScanParams:
