@@ -45,7 +45,7 @@ import numpy as np
 
 from regime.engine.classifier import applied_weight
 from regime.engine.types import RegimeLabel, RegimeState
-from strategies.engine.calibration import RAW, ScoreCalibration
+from strategies.engine.calibration import RAW, ScoreCalibration, calibrate
 from strategies.engine.learning.bandit import NEUTRAL_REGIMES, market_weights
 from strategies.engine.types import Action, Direction, MarketSignal, ModuleOutput
 
@@ -166,7 +166,7 @@ def aggregate(symbols: Sequence[str], ts: int, outputs: Sequence[ModuleOutput], 
     if learned and outputs and label not in NEUTRAL_REGIMES:
         b = np.array([float(learned.get(o.module, 1.0)) for o in outputs])
         bw = bw * market_weights(s, d, np.where(total_signed < 0, -1, 1), eff, b)
-    calibrated = total if params.calibration == RAW else ScoreCalibration(tuple(params.calibration))(total)
+    calibrated = total if params.calibration == RAW else calibrate(tuple(params.calibration), total)
     final = np.clip(calibrated * regime_w * bw * params.risk_multiplier, 0.0, 100.0)
 
     held_dir = np.array([int(held.get(sym, 0)) for sym in symbols], dtype=np.int8)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -71,10 +72,7 @@ class ScoreCalibration:
         validate_knots(self.knots)
 
     def __call__(self, raw: np.ndarray | float) -> np.ndarray:
-        x = np.asarray(raw, dtype=np.float64)
-        xs = np.array([k[0] for k in self.knots])
-        ys = np.array([k[1] for k in self.knots])
-        return np.interp(x, xs, ys, left=ys[0], right=ys[-1])
+        return calibrate(self.knots, raw)
 
     @classmethod
     def named(cls, name: str) -> ScoreCalibration:
@@ -82,6 +80,22 @@ class ScoreCalibration:
             return cls(CALIBRATIONS[name])
         except KeyError:
             raise ValueError(f"unknown score calibration {name!r}; known: {', '.join(CALIBRATIONS)}") from None
+
+
+@lru_cache(maxsize=64)
+def _arrays(knots: tuple[tuple[float, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The knots as arrays, validated once per table (the aggregator calls the map every tick)."""
+    validate_knots(knots)
+    xs = np.array([float(k[0]) for k in knots])
+    ys = np.array([float(k[1]) for k in knots])
+    xs.flags.writeable = ys.flags.writeable = False
+    return xs, ys
+
+
+def calibrate(knots: tuple[tuple[float, float], ...], raw: np.ndarray | float) -> np.ndarray:
+    """``ScoreCalibration(knots)(raw)`` without building the object (the aggregator's hot path)."""
+    xs, ys = _arrays(tuple((float(a), float(b)) for a, b in knots))
+    return np.interp(np.asarray(raw, dtype=np.float64), xs, ys, left=ys[0], right=ys[-1])
 
 
 def validate_knots(knots: Sequence[Sequence[float]]) -> None:

@@ -142,3 +142,11 @@ def test_fit_knots_starts_at_the_most_crossed_level():
     levels = [5.0, 10.0, 20.0, 30.0]
     rates = np.array([1.0, 4.0, 1.0, 0.1])          # the composite mostly sits above 5
     assert fit_knots([rates], levels) == ((0.0, 0.0), (10.0, 46.0), (20.0, 70.0), (30.0, 100.0))
+
+
+def test_calibrate_takes_knots_as_stored_json_lists():
+    from strategies.engine.calibration import calibrate
+
+    as_json = [list(k) for k in REAL_V1]
+    assert calibrate(as_json, 34.0) == pytest.approx(66.0)
+    assert calibrate(REAL_V1, [0.0, 100.0]).tolist() == [0.0, 100.0]
